@@ -1,0 +1,43 @@
+"""ebpf_tutor: the helper package of the hands-on eBPF course.
+
+Small modules, one concern each, all meant to be read:
+
+- headers  kernel headers for BCC, prepared if needed, checked against BTF
+- btf      a small reader of the kernel's BTF type information
+- program  Program: BCC's BPF with readable errors and guaranteed cleanup
+- errors   compile / verifier / permission / transient errors, retry
+- data     maps and events as pandas DataFrames, histogram plots
+- doctor   what this machine can do, each feature decided by trying it
+- labs     lab checks that drive a workload and judge what your program did
+- workload known processes, files and syscalls for checks to count
+- sweep    removes what a killed run left behind
+"""
+from .errors import (AttachError, BpfError, BpfPermissionError, CompileError,
+                     FeatureUnavailable, TransientError, VerifierError, retry)
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # BCC and pandas load only when first used, so `import ebpf_tutor` is fast
+    # and works on a machine without BCC (the doctor then says how to get it).
+    if name in ("Program", "close_all"):
+        from . import program
+        return getattr(program, name)
+    if name in ("table_df", "log2_hist_df", "log2_counts_df", "plot_log2_hist",
+                "EventCollector", "records_df"):
+        from . import data
+        return getattr(data, name)
+    if name == "doctor":
+        from .doctor import doctor
+        return doctor
+    if name == "check":
+        from .labs import check
+        return check
+    raise AttributeError(f"module 'ebpf_tutor' has no attribute {name!r}")
+
+
+__all__ = ["Program", "close_all", "table_df", "log2_hist_df", "log2_counts_df",
+           "plot_log2_hist", "EventCollector", "records_df", "doctor", "check", "retry",
+           "BpfError", "CompileError", "VerifierError", "BpfPermissionError",
+           "TransientError", "AttachError", "FeatureUnavailable"]

@@ -1,0 +1,1 @@
+"""Lab checks, one module per chapter (registered with labs.lab)."""

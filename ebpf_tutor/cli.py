@@ -1,0 +1,62 @@
+"""The `ebpf-tutor` command: doctor, headers, progress, sweep, kernelspec."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLES = """examples:
+  ebpf-tutor doctor            what this machine can do, and how to fix what it cannot
+  ebpf-tutor headers           find or prepare kernel headers, verified against BTF
+  ebpf-tutor progress          the course checklist with the labs you passed
+  ebpf-tutor sweep             remove namespaces/cgroups/pins a killed run left behind
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ebpf-tutor", description="helpers of the eBPF course",
+                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("doctor", help="check the machine")
+    d.add_argument("--no-features", action="store_true", help="skip the attach probes")
+    h = sub.add_parser("headers", help="find/prepare/verify kernel headers")
+    h.add_argument("--check", action="store_true", help="only report, never prepare")
+    sub.add_parser("progress", help="course checklist")
+    s = sub.add_parser("sweep", help="remove leftovers of killed runs")
+    s.add_argument("--all", action="store_true", help="also those of live processes")
+    k = sub.add_parser("kernelspec", help="install the 'eBPF (root)' Jupyter kernel")
+    k.add_argument("--install", action="store_true")
+    args = ap.parse_args(argv)
+
+    if args.cmd == "doctor":
+        from .doctor import MISSING, doctor
+        report = doctor(features=not args.no_features)
+        print(report.text())
+        essential = {"BTF", "capabilities", "BCC", "kernel headers", "tracepoints"}
+        return 1 if any(i.status == MISSING and i.name in essential for i in report.items) else 0
+    if args.cmd == "headers":
+        from . import headers
+        try:
+            st = headers.ensure(log=lambda m: print(f"[headers] {m}", flush=True),
+                                prepare=not args.check)
+        except headers.HeadersError as e:
+            print(f"[headers] {e}", file=sys.stderr)
+            return 1
+        print(f"[headers] {st.summary()}")
+        return 0
+    if args.cmd == "progress":
+        from .labs import progress
+        print(progress())
+        return 0
+    if args.cmd == "sweep":
+        from .sweep import sweep
+        print("\n".join(sweep(everything=args.all)) or "nothing to sweep")
+        return 0
+    if args.cmd == "kernelspec":
+        from .kernelspec import install, spec
+        if args.install:
+            print(f"[kernelspec] installed {install()}")
+        else:
+            import json
+            print(json.dumps(spec(), indent=1))
+        return 0
+    return 2

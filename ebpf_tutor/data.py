@@ -1,0 +1,192 @@
+"""From BPF maps and events to pandas and matplotlib.
+
+    counts_df = table_df(prog["counts"])          # any hash/array map
+    hist_df = log2_hist_df(prog["latency"])        # BPF_HISTOGRAM of log2 slots
+    plot_log2_hist(hist_df, unit="us")
+    events = EventCollector(prog, "events")        # ring buffer, decoded in batches
+"""
+from __future__ import annotations
+
+import ctypes as ct
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+# ------------------------------------------------------------- ctypes -> py --
+def _plain(value: Any) -> Any:
+    """A ctypes scalar, array or char buffer as a plain Python value."""
+    if isinstance(value, bytes):
+        return value.split(b"\0", 1)[0].decode(errors="replace")
+    if isinstance(value, ct.Array):
+        if value._type_ is ct.c_char:
+            return value.value.decode(errors="replace")
+        return [_plain(v) for v in value]
+    if hasattr(value, "value"):
+        return value.value
+    return value
+
+
+def flatten(obj: Any, prefix: str) -> dict[str, Any]:
+    """Columns for one key or value: struct fields become their own columns."""
+    if isinstance(obj, ct.Structure) or isinstance(obj, ct.Union):
+        row: dict[str, Any] = {}
+        for name, *_ in obj._fields_:
+            row.update(flatten(getattr(obj, name), name))
+        return row
+    return {prefix: _plain(obj)}
+
+
+def _items(table) -> list[tuple[Any, Any]]:
+    """All (key, value) pairs, fetched with one batch syscall when the kernel
+    and map type allow it (hash maps on 5.6+), else by iteration."""
+    try:
+        return list(table.items_lookup_batch())
+    except Exception:  # noqa: BLE001 - batch ops unsupported for this map type
+        return list(table.items())
+
+
+def table_df(table, key: str = "key", value: str = "value", sort: bool = True,
+             nonzero: bool = False) -> pd.DataFrame:
+    """A BCC table (hash, array, per-CPU...) as a DataFrame, one row per entry.
+
+    Struct keys and values are spread over columns named after their fields.
+    Per-CPU values become one column per CPU plus a `total` (or the sum when
+    `value` is not a struct). `nonzero=True` drops all-zero array slots."""
+    rows = []
+    for k, v in _items(table):
+        row = flatten(k, key)
+        if isinstance(v, ct.Array) and not isinstance(v, (bytes, str)) and v._type_ is not ct.c_char \
+                and getattr(table, "total_value", None):  # per-CPU map: one value per CPU
+            per_cpu = [_plain(x) for x in v]
+            row.update({f"cpu{i}": x for i, x in enumerate(per_cpu)})
+            row[value] = sum(per_cpu) if all(isinstance(x, (int, float)) for x in per_cpu) else None
+        else:
+            row.update(flatten(v, value))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    if nonzero and value in df:
+        df = df[df[value] != 0]
+    if sort and value in df:
+        df = df.sort_values(value, ascending=False, kind="stable")
+    return df.reset_index(drop=True)
+
+
+def log2_hist_df(table, slots: int | None = None) -> pd.DataFrame:
+    """A log2 histogram map (key = slot index, value = count) as rows of
+    [low, high) ranges: slot s counts values v with 2**(s-1) <= v < 2**s, and
+    slot 0 counts v == 0, as bpf_log2l() in BCC files them."""
+    counts: dict[int, int] = {}
+    for k, v in _items(table):
+        slot = _plain(k) if not isinstance(k, ct.Structure) else getattr(k, "slot")
+        counts[int(slot)] = counts.get(int(slot), 0) + int(_plain(v) if not isinstance(v, ct.Array)
+                                                            else sum(_plain(v)))
+    return log2_counts_df(counts, slots)
+
+
+def log2_counts_df(counts: dict[int, int], slots: int | None = None) -> pd.DataFrame:
+    """The same rows, from a {slot: count} dict (also handy in tests)."""
+    used = [s for s, c in counts.items() if c]
+    top = (max(used) + 1) if used else 1
+    if slots is not None:
+        top = max(top, slots)
+    lo = [0 if s == 0 else 1 << (s - 1) for s in range(top)]
+    hi = [1 if s == 0 else 1 << s for s in range(top)]
+    return pd.DataFrame({"slot": range(top), "low": lo, "high": hi,
+                         "count": [counts.get(s, 0) for s in range(top)]})
+
+
+def plot_log2_hist(df: pd.DataFrame, unit: str = "", title: str = "", ax=None):
+    """Bar chart of a log2 histogram DataFrame; returns the matplotlib Axes."""
+    import matplotlib.pyplot as plt
+
+    df = df[df["count"].cumsum() > 0]                     # drop empty leading slots
+    df = df.iloc[: (df["count"][::-1].cumsum() > 0)[::-1].sum()]  # and empty trailing ones
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3))
+    labels = [f"{_si(lo)}–{_si(hi)}" for lo, hi in zip(df["low"], df["high"])]
+    ax.bar(range(len(df)), df["count"], color="#4C72B0")
+    ax.set_xticks(range(len(df)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_xlabel(f"value range{f' ({unit})' if unit else ''}, log2 buckets")
+    ax.set_ylabel("count")
+    if title:
+        ax.set_title(title)
+    ax.figure.tight_layout()
+    return ax
+
+
+def _si(n: int) -> str:
+    for div, suffix in ((1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")):
+        if n >= div and n % div == 0:
+            return f"{n // div}{suffix}"
+    return str(n)
+
+
+# ------------------------------------------------------------------ events --
+def ctype_dtype(ctype) -> np.dtype:
+    """The numpy dtype with the same memory layout as a ctypes struct."""
+    return np.dtype(ctype)
+
+
+def records_df(raw: bytes, dtype: np.dtype) -> pd.DataFrame:
+    """Decode many packed records at once (one numpy call, no per-event objects).
+    Byte-string fields such as `comm` become str columns."""
+    arr = np.frombuffer(raw, dtype=dtype)
+    cols = {}
+    for name in dtype.names or ():
+        col = arr[name]
+        if col.dtype.kind == "S":
+            cols[name] = pd.Series(col).str.decode("utf-8", errors="replace").to_numpy()
+        elif col.ndim > 1:
+            cols[name] = list(col)
+        else:
+            cols[name] = col
+    return pd.DataFrame(cols)
+
+
+class EventCollector:
+    """Drains a BPF_RINGBUF_OUTPUT (or BPF_PERF_OUTPUT) map into a DataFrame.
+
+    Each event is copied as raw bytes in the callback (cheap); decoding
+    happens once per `drain()`, for all events at once, with numpy."""
+
+    def __init__(self, prog, map_name: str, ctype=None):
+        self._chunks: list[bytes] = []
+        self.table = prog[map_name]
+        self._size = 0
+        self._dtype = ctype_dtype(ctype) if ctype is not None else None
+        self.lost = 0
+        self._is_ring = type(self.table).__name__ == "RingBuf"
+        if self._is_ring:
+            self.table.open_ring_buffer(self._on_event)
+        else:
+            self.table.open_perf_buffer(self._on_event, lost_cb=self._on_lost)
+        self._prog = prog
+
+    def _on_event(self, _ctx, data, size):
+        self._chunks.append(ct.string_at(data, size))
+        return 0
+
+    def _on_lost(self, n):
+        self.lost += n
+
+    def poll(self, timeout_ms: int = 100) -> int:
+        """Read whatever the kernel has queued; returns how many events are held."""
+        if self._is_ring:
+            self._prog.ring_buffer_consume() if timeout_ms == 0 else self._prog.ring_buffer_poll(timeout_ms)
+        else:
+            self._prog.perf_buffer_poll(timeout_ms)
+        return len(self._chunks)
+
+    def drain(self) -> pd.DataFrame:
+        """All events received so far, decoded in one batch; clears the buffer."""
+        self.poll(0)
+        if self._dtype is None:
+            self._dtype = ctype_dtype(self.table._get_event_class())
+        size = self._dtype.itemsize
+        raw = b"".join(c[:size].ljust(size, b"\0") for c in self._chunks)
+        self._chunks.clear()
+        return records_df(raw, self._dtype)

@@ -1,0 +1,390 @@
+"""Kernel headers for BCC, on any kernel, checked against BTF.
+
+BCC compiles C against the running kernel's headers. When the layouts in
+those headers differ from the kernel's real ones, programs still compile and
+load but read the wrong bytes (a parent pid of 0, say). So this module:
+
+1. finds a header tree that already exists (`$BCC_KERNEL_SOURCE`,
+   `/lib/modules/$(uname -r)/build`, the kernel's own kheaders archive, or
+   our cache);
+2. otherwise prepares one from the distribution's kernel source of the same
+   major.minor, configured with the running kernel's exact `/proc/config.gz`;
+3. always compares struct member offsets in the tree with BTF, and refuses a
+   tree whose layouts are wrong.
+
+Run it as `ebpf-tutor headers` (the provisioning script does).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .btf import VMLINUX, kernel_btf
+
+# Fields whose offsets must agree between the header tree and BTF. They span
+# the structs the course reads: processes, sockets, packets, files.
+LAYOUT_FIELDS: list[tuple[str, str]] = [
+    ("task_struct", "pid"),
+    ("task_struct", "tgid"),
+    ("task_struct", "real_parent"),
+    ("task_struct", "comm"),
+    ("task_struct", "mm"),
+    ("task_struct", "cgroups"),
+    ("sk_buff", "len"),
+    ("sk_buff", "protocol"),
+    ("sock_common", "skc_daddr"),
+    ("sock_common", "skc_rcv_saddr"),
+    ("sock_common", "skc_dport"),
+    ("sock_common", "skc_family"),
+    ("sock", "sk_rcvbuf"),
+    ("file", "f_path"),
+    ("file", "f_inode"),
+    ("dentry", "d_name"),
+    ("inode", "i_ino"),
+    ("mm_struct", "arg_start"),
+]
+LAYOUT_INCLUDES = ["linux/sched.h", "linux/mm_types.h", "linux/skbuff.h", "net/sock.h",
+                   "linux/fs.h", "linux/dcache.h", "linux/cgroup-defs.h"]
+
+KERNEL_ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390",
+               "ppc64le": "powerpc", "riscv64": "riscv"}
+SOURCE_SUITES = ["bookworm", "bookworm-backports", "trixie", "trixie-backports", "sid"]
+STATUS_FILE = ".ebpf-tutor-headers.json"
+
+
+class HeadersError(RuntimeError):
+    """No usable header tree: the message says why and what to do."""
+
+
+@dataclass
+class FieldCheck:
+    field: str
+    btf: int | None
+    headers: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.btf is not None and self.btf == self.headers
+
+
+@dataclass
+class HeadersStatus:
+    path: str
+    origin: str                      # "env", "lib/modules", "kheaders", "prepared"
+    verified: bool
+    checks: list[FieldCheck] = field(default_factory=list)
+    source: str = ""                 # e.g. "linux_6.18.15.orig.tar.xz"
+    error: str = ""
+
+    @property
+    def mismatches(self) -> list[FieldCheck]:
+        return [c for c in self.checks if not c.ok]
+
+    def summary(self) -> str:
+        if self.error:
+            return f"{self.path}: {self.error}"
+        n = len(self.checks)
+        if self.verified:
+            return f"{self.path} ({self.origin}{', ' + self.source if self.source else ''}): {n}/{n} layouts match BTF"
+        bad = ", ".join(f"{c.field} headers={c.headers} btf={c.btf}" for c in self.mismatches[:3])
+        return f"{self.path} ({self.origin}): WRONG layouts: {bad}"
+
+
+def release() -> str:
+    return platform.release()
+
+
+def cache_dir() -> Path:
+    """Where prepared trees live: $EBPF_TUTOR_CACHE, else /var/cache/ebpf-tutor."""
+    return Path(os.environ.get("EBPF_TUTOR_CACHE", "/var/cache/ebpf-tutor"))
+
+
+def kernel_arch(machine: str | None = None) -> str:
+    machine = machine or platform.machine()
+    return KERNEL_ARCH.get(machine, machine)
+
+
+# ---------------------------------------------------------------- finding --
+def candidates() -> list[tuple[str, Path]]:
+    """Header trees to try, best first, that exist on disk."""
+    rel = release()
+    found: list[tuple[str, Path]] = []
+    env = os.environ.get("BCC_KERNEL_SOURCE")
+    if env:
+        found.append(("env", Path(env)))
+    for sub in ("build", "source"):
+        p = Path("/lib/modules", rel, sub)
+        if (p / "include").is_dir():
+            found.append(("lib/modules", p.resolve()))
+    for origin in ("kheaders", "prepared"):
+        p = cache_dir() / "headers" / f"{rel}-{origin}"
+        if (p / "include").is_dir():
+            found.append((origin, p))
+    return found
+
+
+def _read_status(tree: Path) -> HeadersStatus | None:
+    try:
+        raw = json.loads((tree / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    raw["checks"] = [FieldCheck(**c) for c in raw.get("checks", [])]
+    return HeadersStatus(**raw)
+
+
+def _write_status(tree: Path, st: HeadersStatus) -> None:
+    try:
+        (tree / STATUS_FILE).write_text(json.dumps(asdict(st), indent=1))
+    except OSError:
+        pass  # read-only tree (a distro package): fine, we verify again next time
+
+
+# ------------------------------------------------------------- verifying --
+def compile_flags(tree: Path) -> list[str]:
+    """The include flags BCC's kbuild helper uses for a tree (written anew here).
+
+    No compat.h here: it stands in for BCC's bundled uapi <linux/bpf.h>,
+    while this compile sees the tree's own, complete uapi."""
+    a = kernel_arch()
+    k = str(tree)
+    return [
+        f"-I{k}/arch/{a}/include", f"-I{k}/arch/{a}/include/generated",
+        f"-I{k}/include", f"-I{k}/arch/{a}/include/uapi",
+        f"-I{k}/arch/{a}/include/generated/uapi", f"-I{k}/include/uapi",
+        f"-I{k}/include/generated/uapi", "-include", f"{k}/include/linux/kconfig.h",
+        "-D__KERNEL__", "-D__BPF_TRACING__", '-DKBUILD_MODNAME="ebpf_tutor"',
+        f"-D__TARGET_ARCH_{a}",
+    ]
+
+
+def _clang_include() -> str:
+    """clang's own builtin headers (stddef.h, stdarg.h), as the kernel build uses."""
+    r = subprocess.run(["clang", "-print-resource-dir"], capture_output=True, text=True)
+    return str(Path(r.stdout.strip(), "include"))
+
+
+def header_offsets(tree: Path, fields: list[tuple[str, str]] = LAYOUT_FIELDS) -> dict[str, int]:
+    """Member offsets as the C compiler sees them in `tree`.
+
+    Compiled for the host target, as BCC's front end parses kernel headers
+    (the BPF target cannot parse some x86 headers, such as `__seg_gs`)."""
+    lines = [f"#include <{h}>" for h in LAYOUT_INCLUDES]
+    for i, (s, m) in enumerate(fields):
+        lines.append(f"const unsigned long ebt_off_{i} = __builtin_offsetof(struct {s}, {m});")
+    with tempfile.TemporaryDirectory(prefix="ebt-layout-") as tmp:
+        src = Path(tmp, "layout.c")
+        src.write_text("\n".join(lines) + "\n")
+        cmd = ["clang", "-O2", "-nostdinc", "-isystem", _clang_include(), "-w", "-S", "-emit-llvm",
+               *compile_flags(tree), "-o", "-", str(src)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        first = next((ln for ln in r.stderr.splitlines() if "error:" in ln), r.stderr[-300:])
+        raise HeadersError(f"headers in {tree} do not compile: {first.strip()}")
+    out: dict[str, int] = {}
+    for i, (s, m) in enumerate(fields):
+        hit = re.search(rf"@ebt_off_{i} = .*? i64 (\d+)", r.stdout)
+        if hit:
+            out[f"{s}.{m}"] = int(hit.group(1))
+    return out
+
+
+def verify(tree: Path, origin: str = "", source: str = "") -> HeadersStatus:
+    """Compare the tree's layouts with BTF."""
+    st = HeadersStatus(path=str(tree), origin=origin, verified=False, source=source)
+    if not VMLINUX.exists():
+        st.error = "no BTF at /sys/kernel/btf/vmlinux, so layouts cannot be checked"
+        return st
+    try:
+        got = header_offsets(tree)
+    except HeadersError as e:
+        st.error = str(e)
+        return st
+    btf = kernel_btf()
+    for s, m in LAYOUT_FIELDS:
+        try:
+            want: int | None = btf.member_offset(s, m)
+        except KeyError:
+            want = None
+        st.checks.append(FieldCheck(f"{s}.{m}", want, got.get(f"{s}.{m}")))
+    checked = [c for c in st.checks if c.btf is not None]
+    st.verified = bool(checked) and all(c.ok for c in checked)
+    st.checks = checked
+    return st
+
+
+# ------------------------------------------------------------- preparing --
+def _regenerate_autoconf(tree: Path, config_text: str) -> None:
+    """Write include/generated/autoconf.h straight from the running kernel's
+    config. `make olddefconfig` drops options the local compiler or the
+    vanilla source does not know, which shifts struct layouts."""
+    out = ["/* generated by ebpf-tutor from /proc/config.gz */"]
+    for line in config_text.splitlines():
+        m = re.match(r"^(CONFIG_\w+)=(.*)$", line)
+        if not m:
+            continue
+        name, val = m.groups()
+        if val == "y":
+            out.append(f"#define {name} 1")
+        elif val == "m":
+            out.append(f"#define {name}_MODULE 1")
+        elif val != "n":
+            out.append(f"#define {name} {val}")
+    (tree / "include/generated/autoconf.h").write_text("\n".join(out) + "\n")
+
+
+def _mirror_uri() -> str:
+    """The Debian mirror this machine's apt already uses."""
+    texts = []
+    for p in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        try:
+            texts.append(p.read_text())
+        except OSError:
+            continue
+    for text in texts:
+        for m in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s*)?)(\S+)", text, re.M):
+            uri = m.group(1)
+            if "security" not in uri and "debian" in uri:
+                return uri.rstrip("/")
+    return "http://deb.debian.org/debian"
+
+
+def _version_key(v: str) -> list:
+    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)]
+
+
+def _download_source(workdir: Path, log) -> Path:
+    """Download the orig tarball of a Debian `linux` source of the running
+    kernel's major.minor, with a temporary apt source list (the system's apt
+    configuration is left alone)."""
+    major_minor = ".".join(release().split(".")[:2])
+    upstream = re.match(r"\d+\.\d+(\.\d+)?", release()).group(0)
+    lists = workdir / "lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    src_list = workdir / "sources.list"
+    uri = _mirror_uri()
+    src_list.write_text("".join(f"deb-src {uri} {s} main\n" for s in SOURCE_SUITES))
+    opts = ["-o", f"Dir::Etc::SourceList={src_list}", "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={lists}", "-o", "Acquire::Check-Valid-Until=false"]
+    log(f"looking up Debian kernel sources for {major_minor} on {uri}")
+    subprocess.run(["apt-get", *opts, "update", "-qq"], check=False, capture_output=True)
+    shown = subprocess.run(["apt-cache", *opts, "showsrc", "linux"], capture_output=True, text=True)
+    versions = sorted({v for v in re.findall(r"^Version: (\S+)", shown.stdout, re.M)
+                       if v.startswith(major_minor + ".")}, key=_version_key, reverse=True)
+    # the exact upstream release first, then the newest of the same major.minor
+    versions.sort(key=lambda v: not v.startswith(upstream + "-"))
+    if not versions:
+        raise HeadersError(f"no Debian source package of linux {major_minor} is listed "
+                           f"in {', '.join(SOURCE_SUITES)}: install headers for this kernel, "
+                           "or set BCC_KERNEL_SOURCE to a prepared tree")
+    for v in versions:
+        log(f"downloading linux {v} source (orig tarball)")
+        r = subprocess.run(["apt-get", *opts, "source", "--download-only", "--tar-only", "-qq",
+                            f"linux={v}"], cwd=workdir, capture_output=True, text=True)
+        tars = sorted(workdir.glob("linux_*.orig.tar.*"))
+        if tars:
+            return tars[0]
+        log(f"  not available ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode})")
+    raise HeadersError(f"none of the linux {major_minor} sources could be downloaded")
+
+
+def prepare_from_source(dest: Path, log=print) -> HeadersStatus:
+    """Build a header tree at `dest` from the distro's source + /proc/config.gz."""
+    config = Path("/proc/config.gz")
+    if not config.exists():
+        raise HeadersError("the kernel does not expose /proc/config.gz (CONFIG_IKCONFIG_PROC), "
+                           "so its exact configuration is unknown: install its headers package")
+    config_text = gzip.decompress(config.read_bytes()).decode()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="prep-", dir=dest.parent))
+    try:
+        tarball = _download_source(work, log)
+        log(f"unpacking {tarball.name}")
+        with tarfile.open(tarball) as tf:
+            top = tf.next().name.split("/")[0]
+            tf.extractall(work, filter="fully_trusted")
+        tree = work / top
+        (tree / ".config").write_text(config_text)
+        a = kernel_arch()
+        log("make olddefconfig && make prepare")
+        for target in ("olddefconfig", "prepare"):
+            r = subprocess.run(["make", f"ARCH={a}", f"-j{os.cpu_count() or 2}", target],
+                               cwd=tree, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise HeadersError(f"make {target} failed: {r.stderr.strip()[-400:]}")
+        _regenerate_autoconf(tree, config_text)
+        st = verify(tree, "prepared", tarball.name)
+        if not st.verified:
+            raise HeadersError("prepared headers do not match BTF: " + st.summary())
+        _prune(tree, a)
+        if dest.exists():
+            shutil.rmtree(dest)
+        tree.rename(dest)
+        st.path = str(dest)
+        _write_status(dest, st)
+        return st
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _prune(tree: Path, arch: str) -> None:
+    """Keep only what a compile needs: include/, arch/<arch>/, scripts, config."""
+    keep = {"include", "arch", "scripts", "Makefile", ".config", "Kconfig"}
+    for p in tree.iterdir():
+        if p.name not in keep:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    for p in (tree / "arch").iterdir():
+        if p.is_dir() and p.name != arch:
+            shutil.rmtree(p)
+
+
+def extract_kheaders(dest: Path) -> bool:
+    """Unpack the kernel's own headers archive (CONFIG_IKHEADERS), if present."""
+    archive = Path("/sys/kernel/kheaders.tar.xz")
+    if not archive.exists():
+        return False
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tf:
+        tf.extractall(dest, filter="fully_trusted")
+    return True
+
+
+# ------------------------------------------------------------ the entry --
+def ensure(log=print, prepare: bool = True) -> HeadersStatus:
+    """Return a verified header tree, preparing one if needed.
+
+    Trees we verified before carry a status file, so a second call takes
+    milliseconds. Raises HeadersError when no verified tree can be had."""
+    rel = release()
+    kh = cache_dir() / "headers" / f"{rel}-kheaders"
+    if not (kh / "include").is_dir():
+        extract_kheaders(kh)
+    rejected: list[HeadersStatus] = []
+    for origin, tree in candidates():
+        st = _read_status(tree)
+        if st is None or not st.checks:
+            st = verify(tree, origin)
+            if st.verified:
+                _write_status(tree, st)
+        if st.verified:
+            return st
+        rejected.append(st)
+        log(f"rejected header tree {st.summary()}")
+    if not prepare:
+        raise HeadersError("no header tree verified against BTF"
+                           + "".join(f"\n  {r.summary()}" for r in rejected)
+                           + "\nfix: run `ebpf-tutor headers` (or scripts/provision.sh)")
+    return prepare_from_source(cache_dir() / "headers" / f"{rel}-prepared", log)
+
+
+def activate(st: HeadersStatus) -> None:
+    """Point BCC at the verified tree for this process and its children."""
+    os.environ["BCC_KERNEL_SOURCE"] = st.path

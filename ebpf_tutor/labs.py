@@ -1,0 +1,152 @@
+"""Lab checks: run a known workload, then judge what the learner's program did.
+
+In a lab notebook, the last cell is
+
+    check("1.1", program=PROGRAM)
+
+The check loads the learner's program, drives a workload whose true result
+it knows, and compares. It prints one short PASS line, or raises LabFailed
+with what was expected, what was seen, and the next thing to try. Results
+go to a small progress file; `ebpf-tutor progress` prints the checklist.
+
+Checks live in `ebpf_tutor/checks/chNN.py` and register with `@lab(...)`.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import pkgutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import course
+
+
+class LabFailed(AssertionError):
+    """A check's verdict: the learner's program did not do what the lab asks."""
+
+    def __init__(self, lab_id: str, message: str, hint: str = ""):
+        self.lab_id, self.message, self.hint = lab_id, message, hint
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        text = f"FAIL lab {self.lab_id}: {self.message}"
+        if self.hint:
+            text += f"\n  next step: {self.hint}"
+        return text
+
+    def _render_traceback_(self) -> list[str]:
+        return self.format().splitlines()
+
+
+@dataclass
+class Lab:
+    id: str
+    title: str
+    check: Callable[..., str]
+    mode: str = "real"      # "real": programs really attached; "mock": in-memory maps only
+
+    @property
+    def params(self) -> list[str]:
+        return list(inspect.signature(self.check).parameters)
+
+
+REGISTRY: dict[str, Lab] = {}
+
+
+def lab(lab_id: str, title: str, mode: str = "real"):
+    """Register a check function. It takes the learner's answers as keyword
+    arguments, returns a short success detail, or raises LabFailed."""
+    def deco(fn):
+        REGISTRY[lab_id] = Lab(lab_id, title, fn, mode)
+        return fn
+    return deco
+
+
+def expect(cond: bool, lab_id: str, message: str, hint: str = "") -> None:
+    """Fail the check with `message` (and a next step) unless `cond`."""
+    if not cond:
+        raise LabFailed(lab_id, message, hint)
+
+
+def load_checks() -> dict[str, Lab]:
+    from . import checks
+    for mod in pkgutil.iter_modules(checks.__path__):
+        importlib.import_module(f"{checks.__name__}.{mod.name}")
+    return REGISTRY
+
+
+def check(lab_id: str, **answers) -> str:
+    """Run lab `lab_id`'s check on the given answers; print and record the verdict."""
+    labs = load_checks()
+    if lab_id not in labs:
+        raise KeyError(f"no lab {lab_id!r}; known labs: {', '.join(sorted(labs))}")
+    the_lab = labs[lab_id]
+    missing = [p for p in the_lab.params if p not in answers]
+    if missing:
+        raise TypeError(f"lab {lab_id} check needs: {', '.join(missing)}")
+    try:
+        detail = the_lab.check(**answers)
+    except LabFailed as e:
+        record(lab_id, False, e.message)
+        raise
+    except Exception as e:  # the learner's program broke: a failing verdict, with its message
+        from .errors import BpfError
+        message = e.format() if isinstance(e, BpfError) else f"{type(e).__name__}: {e}"
+        record(lab_id, False, message.splitlines()[0])
+        raise LabFailed(lab_id, "your code raised an error:\n" + message,
+                        "fix the error above, rerun your cells, then this check") from None
+    record(lab_id, True, detail)
+    line = f"PASS lab {lab_id} ({the_lab.mode}): {detail}"
+    print(line)
+    return line
+
+
+# ----------------------------------------------------------------- progress --
+def progress_file() -> Path:
+    """$EBPF_TUTOR_PROGRESS, else .progress.json at the top of the checkout."""
+    env = os.environ.get("EBPF_TUTOR_PROGRESS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / ".progress.json"
+
+
+def record(lab_id: str, passed: bool, detail: str) -> None:
+    path = progress_file()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    entry = data.setdefault(lab_id, {"passed": False, "attempts": 0})
+    entry["attempts"] += 1
+    entry["passed"] = entry["passed"] or passed
+    entry["last"] = {"passed": passed, "detail": detail[:200], "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        path.write_text(json.dumps(data, indent=1, sort_keys=True))
+    except OSError:
+        pass  # a read-only checkout: the verdict was printed anyway
+
+
+def progress() -> str:
+    """The course checklist (COURSE.md's chapters and labs) with what is done."""
+    try:
+        done = {k for k, v in json.loads(progress_file().read_text()).items() if v.get("passed")}
+    except (OSError, ValueError):
+        done = set()
+    lines, total = [], 0
+    for part, chapters in course.PARTS:
+        lines.append(part)
+        for ch in chapters:
+            labs = course.lab_ids(ch.number)
+            total += len(labs)
+            n = sum(1 for lab_id in labs if lab_id in done)
+            box = "x" if labs and n == len(labs) else ("~" if n else " ")
+            lines.append(f"  [{box}] {ch.number:2d}. {ch.title}  ({n}/{len(labs)} labs)")
+            for lab_id, title in zip(labs, ch.labs):
+                lines.append(f"        [{'x' if lab_id in done else ' '}] {lab_id} {title}")
+    lines.append(f"\n{len(done)}/{total} labs passed. Progress file: {progress_file()}")
+    return "\n".join(lines)
