@@ -12,6 +12,7 @@ Small modules, one concern each, all meant to be read:
 - workload known processes, files and syscalls for checks to count
 - sweep    removes what a killed run left behind
 """
+from .doctor import doctor  # the function; binds over the submodule's name
 from .errors import (AttachError, BpfError, BpfPermissionError, CompileError,
                      FeatureUnavailable, TransientError, VerifierError, retry)
 
@@ -28,9 +29,6 @@ def __getattr__(name: str):
                 "EventCollector", "records_df"):
         from . import data
         return getattr(data, name)
-    if name == "doctor":
-        from .doctor import doctor
-        return doctor
     if name == "check":
         from .labs import check
         return check

@@ -127,8 +127,19 @@ def _si(n: int) -> str:
 
 # ------------------------------------------------------------------ events --
 def ctype_dtype(ctype) -> np.dtype:
-    """The numpy dtype with the same memory layout as a ctypes struct."""
-    return np.dtype(ctype)
+    """The numpy dtype with the same memory layout as a ctypes struct;
+    char arrays become byte strings (S16) rather than 16 single bytes."""
+    dt = np.dtype(ctype)
+    if dt.names is None:
+        return dt
+    formats = []
+    for name in dt.names:
+        fdt = dt.fields[name][0]
+        if fdt.subdtype and fdt.subdtype[0] == np.dtype("S1") and len(fdt.subdtype[1]) == 1:
+            fdt = np.dtype(f"S{fdt.subdtype[1][0]}")
+        formats.append(fdt)
+    return np.dtype({"names": list(dt.names), "formats": formats,
+                     "offsets": [dt.fields[n][1] for n in dt.names], "itemsize": dt.itemsize})
 
 
 def records_df(raw: bytes, dtype: np.dtype) -> pd.DataFrame:
@@ -184,8 +195,9 @@ class EventCollector:
     def drain(self) -> pd.DataFrame:
         """All events received so far, decoded in one batch; clears the buffer."""
         self.poll(0)
-        if self._dtype is None:
-            self._dtype = ctype_dtype(self.table._get_event_class())
+        if self._dtype is None:   # the event struct BCC parsed from the C source
+            from bcc.table import _get_event_class
+            self._dtype = ctype_dtype(_get_event_class(self.table))
         size = self._dtype.itemsize
         raw = b"".join(c[:size].ljust(size, b"\0") for c in self._chunks)
         self._chunks.clear()

@@ -9,7 +9,6 @@ missing, one specific fix or the reason it cannot be had here.
 from __future__ import annotations
 
 import ctypes as ct
-import ctypes.util
 import gzip
 import os
 import platform
@@ -213,8 +212,9 @@ def probe_lsm() -> str:
 
 
 def probe_uprobe() -> str:
+    from .bcc_import import BPF
     from .program import Program
-    libc = ct.util.find_library("c") or "c"
+    libc = BPF.find_library("c").decode()
     with Program("BPF_ARRAY(n, u64, 1);\nint on_call(void *ctx) { n.increment(0); return 0; }") as p:
         p.attach_uprobe(name=libc, sym="getpid", fn_name="on_call", pid=os.getpid())
         getpid = ct.CDLL(libc).getpid
@@ -274,15 +274,19 @@ def probe_xdp() -> str:
 def probe_tc() -> str:
     from pyroute2 import NetNS
 
-    from .net import VethPair
+    from .net import VethPair, netlink
     from .program import Program
+
+    def attach(ns_name: str, ifname: str, fd: int, name: str) -> None:
+        with NetNS(ns_name) as n:
+            idx = n.link_lookup(ifname=ifname)[0]
+            n.tc("add", "clsact", idx)
+            n.tc("add-filter", "bpf", idx, ":1", fd=fd, name=name, parent="ffff:fff2",
+                 classid=1, direct_action=True)
+
     with VethPair() as lab, Program(XDP_TC_SRC) as p:
         fn = p.load_func("tc_pass", p.SCHED_CLS)
-        with NetNS(lab.ns["a"]) as n:
-            idx = n.link_lookup(ifname=lab.ifname["a"])[0]
-            n.tc("add", "clsact", idx)
-            n.tc("add-filter", "bpf", idx, ":1", fd=fn.fd, name=fn.name, parent="ffff:fff2",
-                 classid=1, direct_action=True)
+        netlink(attach, lab.ns["a"], lab.ifname["a"], fn.fd, fn.name)
     return "clsact egress filter attached to a veth in a private netns"
 
 

@@ -143,14 +143,23 @@ _ANY_ERROR = re.compile(r"^(\S+?):(\d+):(\d+): (?:fatal )?error: (.*)$", re.M)
 
 
 def compile_error(stderr: str, source: str) -> CompileError:
-    """Turn clang's output into a CompileError pointing at the first error."""
+    """Turn clang's output into a CompileError pointing at the first error.
+
+    BCC compiles your text as /virtual/main.c with lines of its own put in
+    front, so clang's line numbers are shifted: we find your line by the
+    source text clang echoes under its message."""
     m = _DIAG.search(stderr)
     n_errors = len(re.findall(r": (?:fatal )?error: ", stderr))
     more = f" (and {n_errors - 1} more error{'s' if n_errors > 2 else ''})" if n_errors > 1 else ""
     if m:
-        line, col, msg = int(m.group(1)), int(m.group(2)), m.group(4)
-        return CompileError(msg + more, where=f"line {line}, column {col} of your program",
-                            excerpt=excerpt(source, line, col), hint=_compile_hint(msg))
+        col, msg = int(m.group(2)), m.group(4)
+        echoed = stderr[m.end():].lstrip("\n").split("\n", 1)[0]
+        line = _find_line(source, echoed)
+        if line:
+            return CompileError(msg + more, where=f"line {line}, column {col} of your program",
+                                excerpt=excerpt(source, line, col), hint=_compile_hint(msg))
+        return CompileError(msg + more, where=f"`{echoed.strip()}` (line {m.group(1)} of BCC's "
+                            "main.c)", hint=_compile_hint(msg))
     m = _ANY_ERROR.search(stderr)
     if m:  # the error is inside a header
         msg = m.group(4)
@@ -237,7 +246,10 @@ VERIFIER_HINTS = [
 
 _NOISE = re.compile(r"^(\d+: \(|\d+: R\d|\d+: frame|from \d+ to \d+|processed \d+ insns|"
                     r"last_idx|regs=|parent didn't|mark_precise|verification time|stack depth|"
-                    r"func#|; |Validating |\s*$|bpf: Failed to load program|libbpf:|R\d+=)")
+                    r"func#|; |Validating |\s*$|bpf: Failed to load program|libbpf:|R\d+=|HINT: )")
+
+
+_LINE_INFO = re.compile(r"^; (.*?)(?: @ \S*?main\.c:(\d+))?$")
 
 
 def verifier_error(log: str, source: str, func: str, errno: int | None = None) -> VerifierError:
@@ -248,31 +260,44 @@ def verifier_error(log: str, source: str, func: str, errno: int | None = None) -
     stop = len(lines)
     if reason:
         stop = max(i for i, ln in enumerate(lines) if ln == reason)
-    src_line = next((ln[2:].strip() for ln in reversed(lines[:stop]) if ln.startswith("; ")), "")
-    src_line = re.sub(r"\s*@ \S+:\d+$", "", src_line)
-    where, ex = "", ""
-    if src_line:
-        n = _find_line(source, src_line)
-        if n:
-            where, ex = f"line {n} of your program (function {func})", excerpt(source, n)
-        else:
-            where = f"function {func}: `{src_line}`"
-    else:
-        where = f"function {func}"
+    n = _source_line_at(lines[:stop], source)
+    where = f"line {n} of your program (function {func})" if n else f"function {func}"
     useful = [ln for ln in lines[:stop + 1] if ln.strip() and not ln.startswith("bpf: Failed")]
     hint = next((h.text for h in VERIFIER_HINTS if re.search(h.pattern, log)), "")
     return VerifierError(reason or "the verifier rejected the program (no reason in the log)",
-                         where=where, excerpt=ex, log_tail="\n".join(useful[-6:]), hint=hint,
-                         errno=errno)
+                         where=where, excerpt=excerpt(source, n) if n else "",
+                         log_tail="\n".join(useful[-6:]), hint=hint, errno=errno)
 
 
-def _find_line(source: str, text: str) -> int:
+def _source_line_at(lines: list[str], source: str) -> int:
+    """The line of *your* source where the log stopped. The log quotes source
+    lines ("; text @ main.c:N") from BCC's rewritten main.c: lines quoted
+    verbatim give the offset between its numbering and yours."""
+    quoted = [(m.group(1), int(m.group(2)) if m.group(2) else 0)
+              for m in (_LINE_INFO.match(ln) for ln in lines) if m and m.group(1).strip()]
+    if not quoted:
+        return 0
+    offsets = [num - n for text, num in quoted if num for n in [_find_line(source, text, exact=True)] if n]
+    text, num = quoted[-1]
+    n = _find_line(source, text, exact=True)
+    if n:
+        return n
+    if offsets and num:
+        guess = num - max(set(offsets), key=offsets.count)
+        if 1 <= guess <= len(source.splitlines()):
+            return guess
+    return _find_line(source, text)
+
+
+def _find_line(source: str, text: str, exact: bool = False) -> int:
     """1-based number of the source line whose text is `text` (the verifier
     quotes lines from debug info), or 0."""
     want = re.sub(r"\s+", " ", text).strip()
     for i, ln in enumerate(source.splitlines(), 1):
         if re.sub(r"\s+", " ", ln).strip() == want:
             return i
+    if exact:
+        return 0
     for i, ln in enumerate(source.splitlines(), 1):
         if want and want in re.sub(r"\s+", " ", ln):
             return i

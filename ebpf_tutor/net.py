@@ -14,7 +14,8 @@ import contextlib
 import itertools
 import os
 import subprocess
-from typing import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator, TypeVar
 
 from pyroute2 import NetNS, netns
 
@@ -27,6 +28,15 @@ class NotOurInterface(PermissionError):
 
 
 _created_ifaces: set[tuple[str, str]] = set()   # (netns name, ifname)
+_netlink_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ebt-netlink")
+T = TypeVar("T")
+
+
+def netlink(fn: Callable[..., T], *args, **kwargs) -> T:
+    """Run a pyroute2 call on a thread of its own. pyroute2 0.9's blocking API
+    drives an asyncio loop, which fails inside Jupyter (whose loop is already
+    running); on a plain thread it works everywhere."""
+    return _netlink_thread.submit(fn, *args, **kwargs).result()
 
 
 def new_name(tag: str = "") -> str:
@@ -67,32 +77,35 @@ class VethPair:
         self.ifname = {"a": "veth-a", "b": "veth-b"}
         self.ip = {"a": ip_a, "b": ip_b}
         self.ip_a, self.ip_b, self.prefix = ip_a, ip_b, prefix
-        self._up = False
 
     def __enter__(self) -> "VethPair":
         try:
-            for side in "ab":
-                netns.create(self.ns[side])
-            with NetNS(self.ns["a"]) as na:
-                na.link("add", ifname=self.ifname["a"], kind="veth",
-                        peer={"ifname": self.ifname["b"], "net_ns_fd": self.ns["b"]})
-            for side in "ab":
-                with NetNS(self.ns[side]) as n:
-                    idx = n.link_lookup(ifname=self.ifname[side])[0]
-                    n.addr("add", index=idx, address=self.ip[side], prefixlen=self.prefix)
-                    n.link("set", index=idx, state="up")
-                    lo = n.link_lookup(ifname="lo")[0]
-                    n.link("set", index=lo, state="up")
-                _created_ifaces.add((self.ns[side], self.ifname[side]))
-            self._up = True
+            netlink(self._create)
         except BaseException:
             self.close()
             raise
         return self
 
+    def _create(self) -> None:
+        for side in "ab":
+            netns.create(self.ns[side])
+        with NetNS(self.ns["a"]) as na:
+            na.link("add", ifname=self.ifname["a"], kind="veth",
+                    peer={"ifname": self.ifname["b"], "net_ns_fd": self.ns["b"]})
+        for side in "ab":
+            with NetNS(self.ns[side]) as n:
+                idx = n.link_lookup(ifname=self.ifname[side])[0]
+                n.addr("add", index=idx, address=self.ip[side], prefixlen=self.prefix)
+                n.link("set", index=idx, state="up")
+                lo = n.link_lookup(ifname="lo")[0]
+                n.link("set", index=lo, state="up")
+            _created_ifaces.add((self.ns[side], self.ifname[side]))
+
     def ifindex(self, side: str) -> int:
-        with NetNS(self.ns[side]) as n:
-            return n.link_lookup(ifname=self.ifname[side])[0]
+        def lookup() -> int:
+            with NetNS(self.ns[side]) as n:
+                return n.link_lookup(ifname=self.ifname[side])[0]
+        return netlink(lookup)
 
     def run_in(self, side: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
         """Run a command inside one namespace (ip netns exec)."""
@@ -104,7 +117,7 @@ class VethPair:
         for side in "ab":
             _created_ifaces.discard((self.ns[side], self.ifname[side]))
             with contextlib.suppress(Exception):
-                netns.remove(self.ns[side])
+                netlink(netns.remove, self.ns[side])
 
     def __exit__(self, *exc) -> None:
         self.close()

@@ -82,15 +82,16 @@ class Program(BPF):
         self.source = text
         self.name = name or "program"
         self._closed = False
+        failure = None
         with capture_stderr() as cap:
             try:
                 super().__init__(text=text, cflags=default_cflags() + list(cflags), **kwargs)
             except errors.BpfError:
                 raise
-            except Exception as e:
-                if "Failed to compile" in str(e):
-                    raise errors.compile_error(cap.text, text) from None
-                raise _translate(e, cap.text, text, "") from None
+            except Exception as e:  # noqa: BLE001 - translated below, with the captured text
+                failure = e
+        if failure is not None:
+            raise _translate(failure, cap.text, text, "") from None
         _live.add(self)
 
     def load_func(self, func_name, prog_type, device=None, attach_type=-1):
@@ -98,8 +99,9 @@ class Program(BPF):
         with capture_stderr() as cap:
             try:
                 return super().load_func(func_name, prog_type, device, attach_type)
-            except Exception as e:
-                raise _translate(e, cap.text, self.source, fn) from None
+            except Exception as e:  # noqa: BLE001
+                failure = e
+        raise _translate(failure, cap.text, self.source, fn) from None
 
     def attach_tracepoint(self, tp=b"", tp_re=b"", fn_name=b""):
         return self._attach(super().attach_tracepoint, tp=tp, tp_re=tp_re, fn_name=fn_name)
@@ -125,16 +127,24 @@ class Program(BPF):
                 return method(*args, **kwargs)
             except errors.BpfError:
                 raise
-            except Exception as e:
-                raise _attach_error(e, cap.text) from None
+            except Exception as e:  # noqa: BLE001
+                failure = e
+        raise _attach_error(failure, cap.text) from None
 
-    def close(self) -> None:
-        """Detach everything and unload. Safe to call twice."""
+    def cleanup(self) -> None:
+        """Detach everything and unload (BCC's cleanup, run once, quietly)."""
         if self._closed:
             return
         self._closed = True
         _live.discard(self)
         with capture_stderr():
+            super().cleanup()
+
+    def close(self) -> None:
+        """Detach everything and unload. Safe to call twice."""
+        if self._closed:
+            super().close()      # BCC's cleanup() calls close() to release the fds
+        else:
             self.cleanup()
 
     def __enter__(self) -> "Program":

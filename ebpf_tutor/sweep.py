@@ -29,7 +29,7 @@ def sweep(everything: bool = False) -> list[str]:
         pid = _owner(name)
         if everything or pid is None or not _pid_alive(pid):
             from pyroute2 import netns
-            netns.remove(name)
+            net.netlink(netns.remove, name)
             removed.append(f"netns {name}")
     try:
         base = cgroup.base_dir()

@@ -39,6 +39,10 @@ install_packages() {
 }
 
 # ------------------------------------------------------------- python venv --
+pipq() {  # pip, quiet: only real problems reach the terminal
+  "$VENV/bin/pip" -q "$@" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
+  return "${PIPESTATUS[0]}"
+}
 setup_venv() {
   local stamp="$VENV/.provisioned"
   local want
@@ -48,9 +52,9 @@ setup_venv() {
   else
     log "python venv: creating/updating $VENV"
     [ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-    "$VENV/bin/pip" install -q -r "$ROOT/requirements.txt" -c "$ROOT/constraints.txt"
-    "$VENV/bin/pip" install -q --no-deps -e "$ROOT"
+    pipq install --upgrade pip
+    pipq install -r "$ROOT/requirements.txt" -c "$ROOT/constraints.txt"
+    pipq install --no-deps -e "$ROOT"
     echo "$want" > "$stamp"
   fi
   # BCC comes from the distribution: link only its module into the venv,

@@ -53,7 +53,8 @@ def solution_view(source: str) -> str:
 
 def starter_notebook(src: Path) -> nbformat.NotebookNode:
     nb = jupytext.read(src)
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:02d}"          # stable ids: regenerating changes nothing
         if cell.cell_type == "code":
             cell.source = strip_solutions(cell.source)
             cell.outputs, cell.execution_count = [], None

@@ -5,7 +5,8 @@
     python tools/labrun.py SRC --replace OLD NEW                             # a variant
 
 Code cells run in order in one namespace, the check cell last. Cells tagged
-`try` (exploration that needs a finished answer) are skipped for starters.
+`try` (exploration that needs a finished answer) run only for the solution
+itself, not for the starter or a variant.
 Exit status: 0 the check passed, 3 the check failed (LabFailed), 4 anything
 else went wrong (a bug in the lab or the environment, never a verdict).
 """
@@ -22,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labgen import solution_view, strip_solutions  # noqa: E402
 
 
-def lab_code(src: Path, starter: bool) -> list[str]:
+def lab_code(src: Path, starter: bool, skip_try: bool) -> list[str]:
     nb = jupytext.read(src)
     cells = []
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        if starter and "try" in cell.metadata.get("tags", []):
+        if skip_try and "try" in cell.metadata.get("tags", []):
             continue
         cells.append(strip_solutions(cell.source) if starter else solution_view(cell.source))
     return cells
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     from ebpf_tutor.labs import LabFailed
 
-    cells = lab_code(args.source, args.starter)
+    cells = lab_code(args.source, args.starter, skip_try=args.starter or bool(args.replace))
     code = "\n\n".join(cells)
     for old, new in args.replace:
         if old not in code:

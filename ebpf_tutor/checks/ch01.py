@@ -180,7 +180,10 @@ def check_lifecycle(lifecycle) -> str:
     bpftool, trigger it 3 times, read the counter, close it and prove it gone."""
     fn_name = unique_name("ebt_lc_")
     source = LIFECYCLE_SRC.replace("FN", fn_name).replace("TGID", str(os.getpid()))
+    decoy_name = unique_name("ebt_decoy_")   # loaded first, so "the first program" is wrong
+    decoy = Program(LIFECYCLE_SRC.replace("FN", decoy_name).replace("TGID", "0"))
     try:
+        decoy.attach_tracepoint(tp="syscalls:sys_enter_getppid", fn_name=decoy_name)
         got = lifecycle(source, fn_name)
         leaked = [p for p in bpftool_progs() if p.get("name") == fn_name]
     finally:

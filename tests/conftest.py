@@ -1,0 +1,57 @@
+"""Shared fixtures. The session sweeps leftovers first, and at the end fails
+if the run left behind any BPF program, namespace or cgroup it created."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bpf_prog_ids() -> set[int]:
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True)
+    return {p["id"] for p in json.loads(out.stdout or "[]")}
+
+
+def leftovers() -> dict[str, list]:
+    from ebpf_tutor import cgroup, net
+    found: dict[str, list] = {"netns": net.our_namespaces(), "cgroups": []}
+    try:
+        base = cgroup.base_dir()
+        if base.is_dir():
+            found["cgroups"] = [p.name for p in base.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        pass
+    return found
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF programs")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_machine(tmp_path_factory):
+    """Sweep what killed runs left; check at the end that we leave nothing."""
+    os.environ["EBPF_TUTOR_PROGRESS"] = str(tmp_path_factory.mktemp("progress") / "progress.json")
+    if os.geteuid() != 0:
+        yield
+        return
+    from ebpf_tutor.sweep import sweep
+    sweep()
+    before = bpf_prog_ids()
+    yield
+    from ebpf_tutor.program import close_all
+    close_all()
+    new_progs = bpf_prog_ids() - before
+    left = leftovers()
+    problems = []
+    if new_progs:
+        problems.append(f"BPF programs still loaded: ids {sorted(new_progs)}")
+    for kind, items in left.items():
+        if items:
+            problems.append(f"{kind} left behind: {items}")
+    if problems:
+        pytest.fail("the test run leaked kernel objects:\n" + "\n".join(problems), pytrace=False)

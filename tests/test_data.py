@@ -1,0 +1,89 @@
+"""Maps and events into pandas."""
+import ctypes as ct
+import os
+
+import numpy as np
+
+from ebpf_tutor import data
+from tests.conftest import needs_root
+
+
+def test_log2_ranges():
+    df = data.log2_counts_df({0: 1, 1: 2, 4: 5})
+    assert list(df["low"][:5]) == [0, 1, 2, 4, 8]
+    assert list(df["high"][:5]) == [1, 2, 4, 8, 16]
+    assert list(df["count"]) == [1, 2, 0, 0, 5]
+
+
+def test_records_decode_in_one_batch():
+    class Ev(ct.Structure):
+        _fields_ = [("pid", ct.c_uint32), ("comm", ct.c_char * 8), ("ts", ct.c_uint64)]
+    evs = [Ev(i, b"proc%d" % i, 1000 + i) for i in range(3)]
+    raw = b"".join(bytes(e) for e in evs)
+    df = data.records_df(raw, data.ctype_dtype(Ev))
+    assert list(df["pid"]) == [0, 1, 2]
+    assert list(df["comm"]) == ["proc0", "proc1", "proc2"]
+    assert df["ts"].dtype == np.uint64
+
+
+def test_plot_log2_hist_draws_one_bar_per_used_slot():
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = data.plot_log2_hist(data.log2_counts_df({3: 4, 5: 1}), unit="us")
+    assert len(ax.patches) == 3          # slots 3, 4 (empty, kept in the middle), 5
+
+
+@needs_root
+def test_hash_and_histogram_maps_to_frames():
+    from ebpf_tutor import Program
+    src = """
+    struct key_t { u32 pid; char comm[16]; };
+    BPF_HASH(calls, struct key_t, u64);
+    BPF_HISTOGRAM(sizes, int, 64);
+    TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+        struct key_t k = {};
+        k.pid = bpf_get_current_pid_tgid() >> 32;
+        if (k.pid != TGID) return 0;
+        bpf_get_current_comm(&k.comm, sizeof(k.comm));
+        calls.increment(k);
+        sizes.increment(bpf_log2l(1000));
+        return 0;
+    }
+    """.replace("TGID", str(os.getpid()))
+    with Program(src) as p:
+        for _ in range(4):
+            os.getppid()
+        df = data.table_df(p["calls"])
+        hist = data.log2_hist_df(p["sizes"])
+    assert list(df.columns) == ["pid", "comm", "value"]
+    assert df.loc[0, "pid"] == os.getpid() and df.loc[0, "value"] == 4
+    assert hist.loc[hist["count"] > 0, "low"].tolist() == [512]
+    assert hist["count"].sum() == 4
+
+
+@needs_root
+def test_ring_buffer_events_to_frame():
+    from ebpf_tutor import EventCollector, Program
+    src = """
+    struct ev_t { u32 pid; u32 n; };
+    BPF_RINGBUF_OUTPUT(events, 8);
+    BPF_ARRAY(seq, u32, 1);
+    TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+        if ((bpf_get_current_pid_tgid() >> 32) != TGID) return 0;
+        int k = 0;
+        u32 *s = seq.lookup(&k);
+        if (!s) return 0;
+        struct ev_t ev = {.pid = TGID, .n = *s};
+        __sync_fetch_and_add(s, 1);
+        events.ringbuf_output(&ev, sizeof(ev), 0);
+        return 0;
+    }
+    """.replace("TGID", str(os.getpid()))
+    with Program(src) as p:
+        ec = EventCollector(p, "events")
+        for _ in range(50):
+            os.getppid()
+        df = ec.drain()
+    assert len(df) == 50
+    assert df["n"].tolist() == list(range(50))
+    assert (df["pid"] == os.getpid()).all()

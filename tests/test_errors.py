@@ -1,0 +1,114 @@
+"""Broken programs give short, readable errors that point at the line."""
+import errno
+
+import pytest
+
+from ebpf_tutor import errors
+from tests.conftest import needs_root
+
+SCREEN = 40  # lines: a diagnostic must fit on one screen
+
+MALFORMED = """
+BPF_HASH(counts, u32, u64);
+TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+    u32 key = 0
+    counts.increment(key);
+    return 0;
+}
+"""
+
+UNCHECKED_LOOKUP = """
+BPF_HASH(seen, u32, u64);
+TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+    u32 key = 0;
+    u64 *value = seen.lookup(&key);
+    return *value;
+}
+"""
+
+
+@needs_root
+def test_malformed_program_points_at_its_line():
+    from ebpf_tutor import Program
+    with pytest.raises(errors.CompileError) as info:
+        Program(MALFORMED)
+    text = info.value.format()
+    assert len(text.splitlines()) <= SCREEN
+    assert "line 4" in text
+    assert ">   4 |     u32 key = 0" in text
+    assert "expected ';'" in text
+    assert "hint:" in text
+
+
+@needs_root
+def test_verifier_rejection_is_explained():
+    from ebpf_tutor import Program
+    with pytest.raises(errors.VerifierError) as info:
+        Program(UNCHECKED_LOOKUP)
+    e = info.value
+    text = e.format()
+    assert len(text.splitlines()) <= SCREEN
+    assert "map_value_or_null" in e.summary
+    assert "line 6" in text and "return *value;" in text
+    assert "NULL" in e.hint
+    assert errors.is_verifier_error(e) and not errors.is_permission_error(e)
+
+
+@needs_root
+def test_missing_attach_point_is_an_attach_error():
+    from ebpf_tutor import Program
+    with Program("int f(void *ctx) { return 0; }") as p:
+        with pytest.raises(errors.AttachError) as info:
+            p.attach_tracepoint(tp="syscalls:sys_enter_no_such_call", fn_name="f")
+    assert "does not exist" in info.value.hint
+
+
+def test_permission_error_gives_the_fix(monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    e = errors.load_error("Need super-user privileges to run", "", "", "prog")
+    assert isinstance(e, errors.BpfPermissionError)
+    assert errors.is_permission_error(e)
+    assert "eBPF (root)" in e.format()
+
+
+def test_transient_errors_are_retried():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise errors.TransientError("busy", errno=errno.EBUSY)
+        return "ok"
+
+    assert errors.retry(flaky, attempts=3, delay=0) == "ok"
+    assert len(calls) == 3
+
+
+def test_non_transient_errors_are_not_retried():
+    calls = []
+
+    def rejected():
+        calls.append(1)
+        raise errors.VerifierError("no")
+
+    with pytest.raises(errors.VerifierError):
+        errors.retry(rejected, attempts=5, delay=0)
+    assert len(calls) == 1
+
+
+def test_errno_from_strerror_text():
+    assert errors.errno_from_message("Failed to load: Permission denied") == errno.EACCES
+    assert errors.errno_from_message("Device or resource busy") == errno.EBUSY
+
+
+def test_verifier_hints_cover_common_rejections():
+    log = "0: (b7) r0 = 0\nR1 invalid mem access 'scalar'\nprocessed 2 insns"
+    e = errors.verifier_error(log, "int f() { return 0; }", "f")
+    assert "bpf_probe_read" in e.hint
+    log = "back-edge from insn 12 to 4\nprocessed 20 insns"
+    assert "loop" in errors.verifier_error(log, "", "f").hint
+
+
+def test_jupyter_shows_the_diagnostic_not_a_stack_trace():
+    e = errors.CompileError("boom", where="line 1")
+    assert e._render_traceback_() == e.format().splitlines()

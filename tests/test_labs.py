@@ -1,0 +1,71 @@
+"""Every lab: the solution passes its check, the untouched starter fails it,
+and each plausible wrong solution fails it too. Labs run as a learner would
+run them (tools/labrun.py), each in a fresh process."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, needs_root
+from tests.lab_mutants import MUTANTS
+
+SOURCES = sorted((ROOT / "solutions").glob("ch*/lab_*.py"))
+PASS, FAIL = 0, 3
+
+
+def lab_id(src: Path) -> str:
+    major, minor = src.stem.split("_")[1:3]
+    return f"{major}.{minor}"
+
+
+def run_lab(src: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools/labrun.py"), str(src), *extra],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def verdict(r: subprocess.CompletedProcess) -> str:
+    return (r.stdout + r.stderr).strip()[-1500:]
+
+
+@needs_root
+@pytest.mark.parametrize("src", SOURCES, ids=lab_id)
+def test_solution_passes(src):
+    r = run_lab(src)
+    assert r.returncode == PASS, verdict(r)
+    assert f"PASS lab {lab_id(src)}" in r.stdout
+    assert len([ln for ln in r.stdout.splitlines() if ln.startswith("PASS")]) == 1
+
+
+@needs_root
+@pytest.mark.parametrize("src", SOURCES, ids=lab_id)
+def test_untouched_starter_fails(src):
+    r = run_lab(src, "--starter")
+    assert r.returncode == FAIL, verdict(r)
+    assert f"FAIL lab {lab_id(src)}" in r.stdout
+    assert "next step:" in r.stdout
+
+
+MUTANT_CASES = [(src, m) for src in SOURCES for m in MUTANTS.get(lab_id(src), [])]
+
+
+@needs_root
+@pytest.mark.parametrize("src,mutant", MUTANT_CASES,
+                         ids=[f"{lab_id(s)}-{m[0][:40]}" for s, m in MUTANT_CASES])
+def test_wrong_solution_fails(src, mutant):
+    edits = mutant[1:]
+    args = [a for i in range(0, len(edits), 2) for a in ("--replace", edits[i], edits[i + 1])]
+    r = run_lab(src, *args)
+    assert r.returncode == FAIL, verdict(r)
+
+
+def test_every_lab_has_wrong_solutions():
+    for src in SOURCES:
+        assert len(MUTANTS.get(lab_id(src), [])) >= 2, f"lab {lab_id(src)} needs wrong solutions"
+
+
+def test_every_lab_has_a_registered_check():
+    from ebpf_tutor.labs import load_checks
+    labs = load_checks()
+    for src in SOURCES:
+        assert lab_id(src) in labs
