@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, needs_root
-from tests.lab_mutants import MUTANTS
+from tests.mutants import all_mutants
 
 SOURCES = sorted((ROOT / "solutions").glob("ch*/lab_*.py"))
 PASS, FAIL = 0, 3
+MUTANTS = all_mutants()
 
 
 def lab_id(src: Path) -> str:

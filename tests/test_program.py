@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import bpf_prog_ids, needs_root
+from tests.conftest import bpf_prog_ids, held_prog_ids, needs_root
 
 COUNTER = """
 BPF_ARRAY(n, u64, 1);
@@ -19,31 +19,31 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
 @needs_root
 def test_counts_and_unloads():
     from ebpf_tutor import Program
-    before = bpf_prog_ids()
     with Program(COUNTER.replace("TGID", str(os.getpid()))) as p:
-        assert bpf_prog_ids() - before
+        mine = held_prog_ids()
+        assert mine <= bpf_prog_ids()
         for _ in range(7):
             os.getppid()
         assert p["n"][0].value == 7
-    assert not bpf_prog_ids() - before
+    assert not mine & bpf_prog_ids()
     p.close()  # a second close is harmless
 
 
 @needs_root
 def test_exception_inside_with_still_unloads():
     from ebpf_tutor import Program
-    before = bpf_prog_ids()
+    mine = set()
     try:
         with Program(COUNTER.replace("TGID", "0")):
+            mine = held_prog_ids()
             raise RuntimeError("learner bug")
     except RuntimeError:
         pass
-    assert not bpf_prog_ids() - before
+    assert mine and not mine & bpf_prog_ids()
 
 
 @needs_root
 def test_killed_process_leaves_nothing_loaded():
-    before = bpf_prog_ids()
     code = textwrap.dedent(f"""
         import os, time
         from ebpf_tutor import Program
@@ -53,10 +53,11 @@ def test_killed_process_leaves_nothing_loaded():
     """)
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "loaded"
-    assert bpf_prog_ids() - before
+    theirs = held_prog_ids(child.pid)
+    assert theirs and theirs <= bpf_prog_ids()
     child.send_signal(signal.SIGKILL)
     child.wait()
-    assert not bpf_prog_ids() - before
+    assert not theirs & bpf_prog_ids()
 
 
 @needs_root

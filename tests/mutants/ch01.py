@@ -1,7 +1,4 @@
-"""Plausible wrong solutions, one list per lab: (what the mistake is, text in
-the solution, what a learner might have written instead), with more
-(text, instead) pairs after the first when one edit is not enough. Every one
-must make the lab's check fail. The texts must occur in the solution verbatim."""
+"""Plausible wrong solutions for the labs of chapter 1 (see tests/mutants/__init__.py)."""
 
 MUTANTS: dict[str, list[tuple[str, str, str]]] = {
     "1.1": [
