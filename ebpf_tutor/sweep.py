@@ -15,7 +15,8 @@ def _pid_alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-def _owner(name: str) -> int | None:
+def owner_pid(name: str) -> int | None:
+    """The pid a resource name was made by: ebt-<pid>-<n>... or <pid>-<n>..."""
     m = re.match(r"(?:ebt-)?(\d+)-", name)
     return int(m.group(1)) if m else None
 
@@ -26,7 +27,7 @@ def sweep(everything: bool = False) -> list[str]:
     removed: list[str] = []
     from . import cgroup, net
     for name in net.our_namespaces():
-        pid = _owner(name)
+        pid = owner_pid(name)
         if everything or pid is None or not _pid_alive(pid):
             from pyroute2 import netns
             net.netlink(netns.remove, name)
@@ -37,13 +38,13 @@ def sweep(everything: bool = False) -> list[str]:
         base = None
     if base and base.is_dir():
         for d in [p for p in base.iterdir() if p.is_dir()]:
-            pid = _owner(d.name)
+            pid = owner_pid(d.name)
             if everything or pid is None or not _pid_alive(pid):
                 cgroup.remove(d)
                 removed.append(f"cgroup {d}")
     if PIN_DIR.is_dir():
         for p in list(PIN_DIR.iterdir()):
-            pid = _owner(p.name)
+            pid = owner_pid(p.name)
             if everything or pid is None or not _pid_alive(pid):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
                 removed.append(f"pin {p}")

@@ -30,13 +30,22 @@ def bpf_prog_ids() -> set[int]:
     return {p["id"] for p in json.loads(out.stdout or "[]")}
 
 
-def leftovers() -> dict[str, list]:
+def leftovers(everyone: bool = True) -> dict[str, list]:
+    """Namespaces and cgroups named by ebpf_tutor. With everyone=False, only
+    those of this process or of processes that have exited: what another
+    run, still alive on the same machine, holds is not ours to count."""
     from ebpf_tutor import cgroup, net
-    found: dict[str, list] = {"netns": net.our_namespaces(), "cgroups": []}
+    from ebpf_tutor.sweep import owner_pid
+
+    def ours(name: str) -> bool:
+        pid = owner_pid(name)
+        return everyone or pid is None or pid == os.getpid() or not Path(f"/proc/{pid}").exists()
+
+    found: dict[str, list] = {"netns": [n for n in net.our_namespaces() if ours(n)], "cgroups": []}
     try:
         base = cgroup.base_dir()
         if base.is_dir():
-            found["cgroups"] = [p.name for p in base.iterdir() if p.is_dir()]
+            found["cgroups"] = [p.name for p in base.iterdir() if p.is_dir() and ours(p.name)]
     except FileNotFoundError:
         pass
     return found
@@ -63,7 +72,7 @@ def clean_machine(tmp_path_factory):
     # EBPF_TUTOR_SHARED_MACHINE=1: then only what this process holds counts.
     shared = os.environ.get("EBPF_TUTOR_SHARED_MACHINE")
     new_progs = held_prog_ids() if shared else bpf_prog_ids() - before
-    left = leftovers()
+    left = leftovers(everyone=not shared)
     problems = []
     if new_progs:
         problems.append(f"BPF programs still loaded: ids {sorted(new_progs)}")
