@@ -23,7 +23,6 @@ import platform
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -308,10 +307,8 @@ def prepare_from_source(dest: Path, log=print) -> HeadersStatus:
     try:
         tarball = _download_source(work, log)
         log(f"unpacking {tarball.name}")
-        with tarfile.open(tarball) as tf:
-            top = tf.next().name.split("/")[0]
-            tf.extractall(work, filter="fully_trusted")
-        tree = work / top
+        _untar(tarball, work)
+        tree = next(p for p in work.iterdir() if p.is_dir() and p.name.startswith("linux"))
         (tree / ".config").write_text(config_text)
         a = kernel_arch()
         log("make olddefconfig && make prepare")
@@ -352,9 +349,16 @@ def extract_kheaders(dest: Path) -> bool:
     if not archive.exists():
         return False
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tf:
-        tf.extractall(dest, filter="fully_trusted")
+    _untar(archive, dest)
     return True
+
+
+def _untar(archive: Path, dest: Path) -> None:
+    """Unpack with tar(1): several times faster than tarfile on a kernel tree,
+    and the same on every Python version."""
+    r = subprocess.run(["tar", "-xf", str(archive), "-C", str(dest)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise HeadersError(f"could not unpack {archive.name}: {r.stderr.strip()[-300:]}")
 
 
 # ------------------------------------------------------------ the entry --
