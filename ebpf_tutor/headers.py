@@ -148,18 +148,29 @@ def _write_status(tree: Path, st: HeadersStatus) -> None:
 
 
 # ------------------------------------------------------------- verifying --
+def source_dir(tree: Path) -> Path:
+    """Where the non-generated headers of a tree are. Debian splits a headers
+    package in two: <flavour>/ (config, generated files) and a -common/ tree,
+    named by the one-line Makefile `include .../linux-headers-X-common/Makefile`."""
+    try:
+        m = re.match(r"include (\S+)/Makefile\s*$", (tree / "Makefile").read_text())
+    except OSError:
+        m = None
+    return Path(m.group(1)) if m and Path(m.group(1), "include").is_dir() else tree
+
+
 def compile_flags(tree: Path) -> list[str]:
     """The include flags BCC's kbuild helper uses for a tree (written anew here).
 
     No compat.h here: it stands in for BCC's bundled uapi <linux/bpf.h>,
     while this compile sees the tree's own, complete uapi."""
     a = kernel_arch()
-    k = str(tree)
+    k, s = str(tree), str(source_dir(tree))
     return [
-        f"-I{k}/arch/{a}/include", f"-I{k}/arch/{a}/include/generated",
-        f"-I{k}/include", f"-I{k}/arch/{a}/include/uapi",
-        f"-I{k}/arch/{a}/include/generated/uapi", f"-I{k}/include/uapi",
-        f"-I{k}/include/generated/uapi", "-include", f"{k}/include/linux/kconfig.h",
+        f"-I{s}/arch/{a}/include", f"-I{k}/arch/{a}/include/generated",
+        f"-I{s}/include", f"-I{k}/include", f"-I{s}/arch/{a}/include/uapi",
+        f"-I{k}/arch/{a}/include/generated/uapi", f"-I{s}/include/uapi",
+        f"-I{k}/include/generated/uapi", "-include", f"{s}/include/linux/kconfig.h",
         "-D__KERNEL__", "-D__BPF_TRACING__", '-DKBUILD_MODNAME="ebpf_tutor"',
         f"-D__TARGET_ARCH_{a}",
     ]
