@@ -401,5 +401,10 @@ def ensure(log=print, prepare: bool = True) -> HeadersStatus:
 
 
 def activate(st: HeadersStatus) -> None:
-    """Point BCC at the verified tree for this process and its children."""
-    os.environ["BCC_KERNEL_SOURCE"] = st.path
+    """Point BCC at the verified tree for this process and its children.
+
+    Trees under /lib/modules are where BCC looks by itself (and there it
+    also finds the second half of a split Debian package), so they need no
+    variable; BCC_KERNEL_SOURCE names a single tree."""
+    if st.origin != "lib/modules":
+        os.environ["BCC_KERNEL_SOURCE"] = st.path
