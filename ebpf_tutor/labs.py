@@ -94,6 +94,10 @@ def check(lab_id: str, **answers) -> str:
     except LabFailed as e:
         record(lab_id, False, e.message)
         raise
+    except NotImplementedError:
+        record(lab_id, False, "not finished")
+        raise LabFailed(lab_id, "the answer is not written yet (NotImplementedError)",
+                        "finish the TODOs in the answer cell, run it, then this check") from None
     except Exception as e:  # the learner's program broke: a failing verdict, with its message
         from .errors import BpfError
         message = e.format() if isinstance(e, BpfError) else f"{type(e).__name__}: {e}"
