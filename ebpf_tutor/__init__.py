@@ -10,7 +10,13 @@ Small modules, one concern each, all meant to be read:
 - doctor   what this machine can do, each feature decided by trying it
 - labs     lab checks that drive a workload and judge what your program did
 - workload known processes, files and syscalls for checks to count
+- net      veth pairs in private network namespaces (the network lab)
+- cgroup   scratch cgroups; attach/detach cgroup programs on them only
 - sweep    removes what a killed run left behind
+- arch     architecture detection, syscall numbers for five architectures
+- mock     in-memory maps with the kernel's semantics, failure injection
+- testing  fixtures, key/value and packet builders, byte/errno assertions
+- events   a fast ring-buffer consumer with backpressure and health stats
 """
 from .doctor import doctor  # the function; binds over the submodule's name
 from .errors import (AttachError, BpfError, BpfPermissionError, CompileError,
@@ -29,6 +35,12 @@ def __getattr__(name: str):
                 "EventCollector", "records_df"):
         from . import data
         return getattr(data, name)
+    if name in ("RingBufferConsumer",):
+        from . import events
+        return getattr(events, name)
+    if name in ("MockMap", "inject_failure"):
+        from . import mock
+        return getattr(mock, name)
     if name == "check":
         from .labs import check
         return check
@@ -37,5 +49,6 @@ def __getattr__(name: str):
 
 __all__ = ["Program", "close_all", "table_df", "log2_hist_df", "log2_counts_df",
            "plot_log2_hist", "EventCollector", "records_df", "doctor", "check", "retry",
+           "RingBufferConsumer", "MockMap", "inject_failure",
            "BpfError", "CompileError", "VerifierError", "BpfPermissionError",
            "TransientError", "AttachError", "FeatureUnavailable"]

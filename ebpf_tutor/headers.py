@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .arch import kernel_arch
 from .btf import VMLINUX, kernel_btf
 
 # Fields whose offsets must agree between the header tree and BTF. They span
@@ -54,8 +55,6 @@ LAYOUT_FIELDS: list[tuple[str, str]] = [
 LAYOUT_INCLUDES = ["linux/sched.h", "linux/mm_types.h", "linux/skbuff.h", "net/sock.h",
                    "linux/fs.h", "linux/dcache.h", "linux/cgroup-defs.h"]
 
-KERNEL_ARCH = {"x86_64": "x86", "aarch64": "arm64", "s390x": "s390",
-               "ppc64le": "powerpc", "riscv64": "riscv"}
 SOURCE_SUITES = ["bookworm", "bookworm-backports", "trixie", "trixie-backports", "sid"]
 STATUS_FILE = ".ebpf-tutor-headers.json"
 
@@ -105,11 +104,6 @@ def release() -> str:
 def cache_dir() -> Path:
     """Where prepared trees live: $EBPF_TUTOR_CACHE, else /var/cache/ebpf-tutor."""
     return Path(os.environ.get("EBPF_TUTOR_CACHE", "/var/cache/ebpf-tutor"))
-
-
-def kernel_arch(machine: str | None = None) -> str:
-    machine = machine or platform.machine()
-    return KERNEL_ARCH.get(machine, machine)
 
 
 # ---------------------------------------------------------------- finding --
