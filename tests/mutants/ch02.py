@@ -1,0 +1,40 @@
+"""Plausible wrong solutions for the labs of chapter 2 (see tests/mutants/__init__.py)."""
+
+MUTANTS: dict[str, list[tuple[str, ...]]] = {
+    "2.1": [
+        ("keyed by the thread id instead of the process id",
+         "key.pid = bpf_get_current_pid_tgid() >> 32;", "key.pid = bpf_get_current_pid_tgid();"),
+        ("counts every system call, not only write()",
+         "TRACEPOINT_PROBE(syscalls, sys_enter_write)", "TRACEPOINT_PROBE(raw_syscalls, sys_enter)"),
+        ("counts bytes written instead of calls",
+         "writes.increment(key);", "writes.increment(key, args->count);"),
+        ("counts read() instead of write()",
+         "TRACEPOINT_PROBE(syscalls, sys_enter_write)", "TRACEPOINT_PROBE(syscalls, sys_enter_read)"),
+        ("forgets the process name",
+         "    bpf_get_current_comm(&key.comm, sizeof(key.comm));\n", "\n"),
+    ],
+    "2.2": [
+        ("histogram slot off by one",
+         "sizes.increment(bpf_log2l(skb->len));", "sizes.increment(bpf_log2l(skb->len) + 1);"),
+        ("adds the length instead of one",
+         "sizes.increment(bpf_log2l(skb->len));", "sizes.increment(bpf_log2l(skb->len), skb->len);"),
+        ("linear index instead of log2",
+         "sizes.increment(bpf_log2l(skb->len));", "sizes.increment(skb->len);"),
+        ("payload size instead of frame size (minus the Ethernet header)",
+         "sizes.increment(bpf_log2l(skb->len));", "sizes.increment(bpf_log2l(skb->len - 14));"),
+        ("attaches to loopback, not the interface it is given",
+         "BPF.attach_raw_socket(fn, ifname)", 'BPF.attach_raw_socket(fn, "lo")'),
+    ],
+    "2.3": [
+        ("kernel stack instead of user stack",
+         "stacks.get_stackid(ctx, BPF_F_USER_STACK)", "stacks.get_stackid(ctx, 0)"),
+        ("no pid filter: returns every process's stacks",
+         "        if key.pid != pid:\n            continue\n", ""),
+        ("frames leaf first, not root first",
+         "            frames.reverse()\n", ""),
+        ("symbolized without the pid",
+         "prog.sym(addr, key.pid)", "prog.sym(addr, -1)"),
+        ("samples at 999 Hz",
+         "sample_freq=99)", "sample_freq=999)"),
+    ],
+}
