@@ -58,7 +58,8 @@ def table_df(table, key: str = "key", value: str = "value", sort: bool = True,
     for k, v in _items(table):
         row = flatten(k, key)
         if isinstance(v, ct.Array) and not isinstance(v, (bytes, str)) and v._type_ is not ct.c_char \
-                and getattr(table, "total_value", None):  # per-CPU map: one value per CPU
+                and (getattr(table, "total_value", None) or getattr(table, "total_cpu", None)):
+            # a per-CPU map: one value per CPU
             per_cpu = [_plain(x) for x in v]
             row.update({f"cpu{i}": x for i, x in enumerate(per_cpu)})
             row[value] = sum(per_cpu) if all(isinstance(x, (int, float)) for x in per_cpu) else None

@@ -137,6 +137,13 @@ class Program(BPF):
             return
         self._closed = True
         _live.discard(self)
+        for fn in self.funcs.values():       # BCC's attach_raw_socket never closes its socket,
+            if getattr(fn, "sock", None) is not None:   # which keeps the program alive
+                try:
+                    os.close(fn.sock)
+                except OSError:
+                    pass
+                fn.sock = None
         with capture_stderr():
             super().cleanup()
 

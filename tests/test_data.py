@@ -87,3 +87,22 @@ def test_ring_buffer_events_to_frame():
     assert len(df) == 50
     assert df["n"].tolist() == list(range(50))
     assert (df["pid"] == os.getpid()).all()
+
+
+@needs_root
+def test_per_cpu_values_get_a_column_each_and_a_total():
+    from ebpf_tutor import Program
+    src = """
+    BPF_PERCPU_ARRAY(n, u64, 1);
+    TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+        if ((bpf_get_current_pid_tgid() >> 32) == TGID) n.increment(0);
+        return 0;
+    }
+    """.replace("TGID", str(os.getpid()))
+    with Program(src) as p:
+        for _ in range(5):
+            os.getppid()
+        df = data.table_df(p["n"])
+    cpu_cols = [c for c in df.columns if c.startswith("cpu")]
+    assert len(cpu_cols) == os.cpu_count()
+    assert df.loc[0, "value"] == 5 == df.loc[0, cpu_cols].sum()
