@@ -22,7 +22,6 @@ import ctypes as ct
 import errno as _errno
 import fcntl
 import os
-import platform
 import re
 import sys
 import weakref
@@ -31,32 +30,21 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Iterator, Union
 
+from . import arch as _arch
 from . import errors
 from .asm import (R0, R1, R2, R3, R4, R6, R10, U64, add, assemble, call, disasm, exit_, jne,
                   label, ld_map_fd, ldx, listing, mov, rsh, stx)
 
 # ------------------------------------------------------- syscall numbers --
-# The same system call has a different number on each architecture
-# (arch/*/include/uapi/asm/unistd*.h, or the generic table for arm64/riscv).
-BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "s390x": 351, "ppc64le": 361, "riscv64": 280}
-PERF_EVENT_OPEN_SYSCALL = {"x86_64": 298, "aarch64": 241, "s390x": 331, "ppc64le": 319,
-                           "riscv64": 241}
-_ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
-
-
-def machine() -> str:
-    """This machine's architecture, as the tables above name it."""
-    m = platform.machine()
-    return _ARCH_ALIASES.get(m, m)
-
-
-def syscall_number(table: dict[str, int], arch: str | None = None) -> int:
-    arch = arch or machine()
-    if arch not in table:
-        raise errors.FeatureUnavailable(
-            f"no system call number known for {arch}", hint="add it to the tables in "
-            "ebpf_tutor/bpfsys.py (known: " + ", ".join(table) + ")")
-    return table[arch]
+# The same system call has a different number on each architecture: the
+# tables live in ebpf_tutor/arch.py.
+def syscall_number(name: str, arch: str | None = None) -> int:
+    """The number of system call `name` ("bpf", "perf_event_open") here or on `arch`."""
+    try:
+        return _arch.syscall_nr(name, arch)
+    except _arch.UnsupportedArch as e:
+        raise errors.FeatureUnavailable(str(e), hint="add the architecture to the tables in "
+                                        "ebpf_tutor/arch.py") from None
 
 
 _libc = ct.CDLL(None, use_errno=True)
@@ -186,7 +174,7 @@ def _addr(buf) -> int:
 
 def bpf(cmd: Cmd, attr: ct.Structure) -> int:
     """One bpf() system call; raises OSError on failure."""
-    return _syscall(syscall_number(BPF_SYSCALL), int(cmd), ct.addressof(attr), ct.sizeof(attr))
+    return _syscall(syscall_number("bpf"), int(cmd), ct.addressof(attr), ct.sizeof(attr))
 
 
 def _error(what: str, err: int, hint: str = "") -> errors.BpfError:
@@ -620,7 +608,7 @@ PERF_FLAG_FD_CLOEXEC = 1 << 3
 def _ioc(direction: str, kind: int, nr: int, size: int, arch: str | None = None) -> int:
     """An ioctl request number, _IO/_IOW as asm-generic encodes it (powerpc
     uses other direction bits and a narrower size field)."""
-    if (arch or machine()).startswith("ppc"):
+    if _arch.get(arch).name.startswith("ppc"):
         dirs, size_bits = {"none": 1, "write": 4, "read": 2}, 13
     else:
         dirs, size_bits = {"none": 0, "write": 1, "read": 2}, 14
@@ -643,7 +631,7 @@ class TracepointLink(FdObject):
                              config=tracepoint_id(tracepoint), sample_period=1,
                              sample_type=PERF_SAMPLE_RAW, wakeup_events=1)
         try:   # perf_event_open(attr, pid=-1 (all), cpu=0, group_fd=-1, flags)
-            fd = _syscall(syscall_number(PERF_EVENT_OPEN_SYSCALL), ct.addressof(attr), -1, 0, -1,
+            fd = _syscall(syscall_number("perf_event_open"), ct.addressof(attr), -1, 0, -1,
                           PERF_FLAG_FD_CLOEXEC)
         except OSError as e:
             raise errors.AttachError(f"perf_event_open on {tracepoint}: {e.strerror}",

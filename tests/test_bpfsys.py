@@ -18,15 +18,15 @@ PACKET = bytes(range(64))
 
 # --------------------------------------------------------- no privileges --
 def test_syscall_numbers_per_architecture():
-    assert bpfsys.syscall_number(bpfsys.BPF_SYSCALL, "x86_64") == 321
-    assert bpfsys.syscall_number(bpfsys.BPF_SYSCALL, "aarch64") == 280
-    assert bpfsys.syscall_number(bpfsys.BPF_SYSCALL, "s390x") == 351
-    assert bpfsys.syscall_number(bpfsys.BPF_SYSCALL, "ppc64le") == 361
-    assert bpfsys.syscall_number(bpfsys.BPF_SYSCALL, "riscv64") == 280
-    assert bpfsys.syscall_number(bpfsys.PERF_EVENT_OPEN_SYSCALL, "x86_64") == 298
-    assert bpfsys.syscall_number(bpfsys.PERF_EVENT_OPEN_SYSCALL, "aarch64") == 241
+    assert bpfsys.syscall_number("bpf", "x86_64") == 321
+    assert bpfsys.syscall_number("bpf", "aarch64") == 280
+    assert bpfsys.syscall_number("bpf", "s390x") == 351
+    assert bpfsys.syscall_number("bpf", "ppc64le") == 361
+    assert bpfsys.syscall_number("bpf", "riscv64") == 280
+    assert bpfsys.syscall_number("perf_event_open", "x86_64") == 298
+    assert bpfsys.syscall_number("perf_event_open", "aarch64") == 241
     with pytest.raises(errors.FeatureUnavailable, match="mips"):
-        bpfsys.syscall_number(bpfsys.BPF_SYSCALL, "mips")
+        bpfsys.syscall_number("bpf", "mips")
 
 
 def test_perf_ioctl_numbers():

@@ -31,8 +31,8 @@ CACHE = Path(os.environ.get("EBPF_TUTOR_CACHE", "/var/cache/ebpf-tutor")) / "vm"
 WORK = ROOT / "vm" / "work"                    # shared with the VM; git-ignored
 VENV_IN_VM = "/opt/ebpf-venv"
 SUITES = {"bookworm": "Debian 12, kernel 6.1", "trixie": "Debian 13, kernel 6.12"}
-BUILD_INPUTS = ["requirements.txt", "constraints.txt", "pyproject.toml",
-                "scripts/provision.sh", "vm/course_vm.py", "vm/init.sh"]
+BUILD_INPUTS = ["vm/image.txt", "requirements.txt", "constraints.txt",
+                "scripts/provision.sh", "vm/init.sh"]
 KERNEL_CMDLINE = ("console=ttyS0 root=/dev/vda rw init=/usr/local/sbin/course-vm-init "
                   "panic=-1 lsm=lockdown,capability,landlock,yama,apparmor,bpf")
 
@@ -52,6 +52,13 @@ def mirror() -> str:
 
 
 # ------------------------------------------------------------------ build --
+def image_spec() -> dict[str, str]:
+    """vm/image.txt as a dict (`key: value` lines)."""
+    pairs = [ln.split(":", 1) for ln in (ROOT / "vm/image.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 def image_key(suite: str) -> str:
     h = hashlib.sha256(suite.encode())
     for name in BUILD_INPUTS:
@@ -77,9 +84,7 @@ def build(suite: str) -> Path:
     rootfs = tmp / "rootfs"
     try:
         log(f"debootstrap {suite} (stock kernel, headers, BCC)")
-        sh("debootstrap", "--variant=minbase",
-           "--include=linux-image-amd64,linux-headers-amd64,systemd-sysv,kmod,ca-certificates,"
-           "procps,iproute2,git,sudo,bash",
+        sh("debootstrap", "--variant=minbase", f"--include={image_spec()['packages']}",
            suite, str(rootfs), mirror(), stdout=subprocess.DEVNULL)
         _provision_rootfs(rootfs)
         kernel = sorted((rootfs / "boot").glob("vmlinuz-*"))[-1]
