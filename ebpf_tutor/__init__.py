@@ -17,6 +17,10 @@ Small modules, one concern each, all meant to be read:
 - mock     in-memory maps with the kernel's semantics, failure injection
 - testing  fixtures, key/value and packet builders, byte/errno assertions
 - events   a fast ring-buffer consumer with backpressure and health stats
+- asm      a small BPF assembler: alu, mem, jump, one unified import
+- bpfsys   the raw bpf() syscall: load, maps, BPF_PROG_TEST_RUN, tracepoint attach
+- packets  test packets (Ethernet, IPv4/6, UDP/TCP/ICMP) with checksums
+- pin      pinning maps under /sys/fs/bpf/ebpf-tutor and reading them back
 """
 from .doctor import doctor  # the function; binds over the submodule's name
 from .errors import (AttachError, BpfError, BpfPermissionError, CompileError,

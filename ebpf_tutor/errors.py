@@ -246,7 +246,8 @@ VERIFIER_HINTS = [
 
 _NOISE = re.compile(r"^(\d+: \(|\d+: R\d|\d+: frame|from \d+ to \d+|processed \d+ insns|"
                     r"last_idx|regs=|parent didn't|mark_precise|verification time|stack depth|"
-                    r"func#|; |Validating |\s*$|bpf: Failed to load program|libbpf:|R\d+=|HINT: )")
+                    r"func#|; |Validating |\s*$|bpf: Failed to load program|libbpf:|R\d+=|HINT: |"
+                    r"(cur|old) state:)")
 
 
 _LINE_INFO = re.compile(r"^; (.*?)(?: @ \S*?main\.c:(\d+))?$")

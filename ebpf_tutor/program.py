@@ -166,10 +166,13 @@ class Program(BPF):
 
 
 def close_all() -> int:
-    """Close every Program this process still holds. Returns how many."""
+    """Close every Program (and raw bpf() object) this process still holds.
+    Returns how many Programs were closed."""
     progs = list(_live)
     for p in progs:
         p.close()
+    if "ebpf_tutor.bpfsys" in sys.modules:      # only if raw objects were ever made
+        sys.modules["ebpf_tutor.bpfsys"].close_all()
     return len(progs)
 
 
