@@ -165,7 +165,7 @@ class EventCollector:
     Each event is copied as raw bytes in the callback (cheap); decoding
     happens once per `drain()`, for all events at once, with numpy."""
 
-    def __init__(self, prog, map_name: str, ctype=None):
+    def __init__(self, prog, map_name: str, ctype=None, page_cnt: int = 64):
         self._chunks: list[bytes] = []
         self.table = prog[map_name]
         self._size = 0
@@ -175,7 +175,7 @@ class EventCollector:
         if self._is_ring:
             self.table.open_ring_buffer(self._on_event)
         else:
-            self.table.open_perf_buffer(self._on_event, lost_cb=self._on_lost)
+            self.table.open_perf_buffer(self._on_event, lost_cb=self._on_lost, page_cnt=page_cnt)
         self._prog = prog
 
     def _on_event(self, _ctx, data, size):
@@ -200,6 +200,22 @@ class EventCollector:
             from bcc.table import _get_event_class
             self._dtype = ctype_dtype(_get_event_class(self.table))
         size = self._dtype.itemsize
+        if size == 0:
+            raise ValueError("BCC knows no event struct for this map: pass ctype= (a ctypes "
+                             "Structure) to EventCollector, or submit a named struct type")
         raw = b"".join(c[:size].ljust(size, b"\0") for c in self._chunks)
         self._chunks.clear()
         return records_df(raw, self._dtype)
+
+    def close(self) -> None:
+        """Stop reading. A perf buffer and BCC's table keep each other alive;
+        without this, BCC later cleans up on a closed map and prints noise."""
+        if not self._is_ring:
+            for cpu in list(getattr(self.table, "_open_key_fds", {})):
+                del self.table[cpu]
+
+    def __enter__(self) -> "EventCollector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
