@@ -1,21 +1,39 @@
-"""Network sandboxes: veth pairs between network namespaces we create.
+"""Network sandboxes: veth pairs between network namespaces we create, and
+traffic whose true counts we know.
 
 XDP and TC programs in this course only ever attach to interfaces made here,
 inside private namespaces, so nothing a lab does can touch the machine's own
-network. Every namespace is named `ebt-<pid>-<n>` so that `sweep` can remove
-what a killed run left behind.
+network. Every namespace is named `ebt-<pid>-<n>...` so that `sweep` can
+remove what a killed run left behind.
 
     with VethPair() as lab:                 # two netns joined by a veth pair
         lab.run_in("a", ["ping", "-c", "3", lab.ip_b])
+
+    with Star(["client", "b1", "b2"], hub="lb") as net:   # a router and 3 leaves
+        net.run_in("client", ["ping", "-c", "1", net.ip["b1"]])
+
+Traffic helpers (`UdpFlow`, `UdpSink`, `send_frames`, `TcpServer`,
+`tcp_exchange`, `ping`) and counters (`link_stats`) are at the bottom.
 """
 from __future__ import annotations
 
+import array
 import contextlib
+import ctypes
+import fcntl
 import itertools
 import os
+import re
+import socket
+import struct
 import subprocess
+import threading
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, TypeVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from pyroute2 import NetNS, netns
 
@@ -45,7 +63,8 @@ def new_name(tag: str = "") -> str:
 
 def guard(ns_name: str | None, ifname: str, allow_foreign: bool = False) -> None:
     """Raise NotOurInterface unless (ns_name, ifname) was created by a sandbox
-    of this process. `allow_foreign=True` is the explicit override."""
+    of this process and is still alive. `ns_name=None` is the host namespace,
+    where nothing is ever ours. `allow_foreign=True` is the explicit override."""
     if allow_foreign:
         return
     if (ns_name or "", ifname) not in _created_ifaces:
@@ -56,56 +75,216 @@ def guard(ns_name: str | None, ifname: str, allow_foreign: bool = False) -> None
             "really mean it).")
 
 
+def is_ours(ns_name: str | None, ifname: str) -> bool:
+    """True if a live sandbox of this process created that interface."""
+    return (ns_name or "", ifname) in _created_ifaces
+
+
+def uplink() -> str | None:
+    """The host's uplink: the interface of the default IPv4 route in the host
+    namespace (looked up read-only), or None if there is no default route."""
+    from pyroute2 import IPRoute
+
+    def lookup() -> str | None:
+        with IPRoute() as ipr:
+            for route in ipr.get_routes(family=socket.AF_INET, table=254):
+                if route.get("dst_len") == 0 and route.get_attr("RTA_OIF"):
+                    return ipr.get_links(route.get_attr("RTA_OIF"))[0].get_attr("IFLA_IFNAME")
+        return None
+    return netlink(lookup)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns: {os.strerror(code)}")
+
+
 @contextlib.contextmanager
 def inside(ns_name: str) -> Iterator[None]:
-    """Run the enclosed code (this thread) inside network namespace `ns_name`."""
-    netns.pushns(ns_name)
+    """Run the enclosed code (this thread only) inside network namespace
+    `ns_name`, then come back. A namespace that does not exist is an error,
+    never silently created."""
+    target = os.open(f"/run/netns/{ns_name}", os.O_RDONLY)   # FileNotFoundError if gone
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        yield
-    finally:
-        netns.popns()
-
-
-class VethPair:
-    """Two fresh namespaces, "a" and "b", joined by a veth pair with
-    addresses 10.200.0.1/24 (a) and 10.200.0.2/24 (b). The addresses exist
-    only inside the two namespaces: no route leads there from the host."""
-
-    def __init__(self, ip_a: str = "10.200.0.1", ip_b: str = "10.200.0.2", prefix: int = 24):
-        base = new_name()
-        self.ns = {"a": base + "a", "b": base + "b"}
-        self.ifname = {"a": "veth-a", "b": "veth-b"}
-        self.ip = {"a": ip_a, "b": ip_b}
-        self.ip_a, self.ip_b, self.prefix = ip_a, ip_b, prefix
-
-    def __enter__(self) -> "VethPair":
+        _setns(target)
         try:
-            netlink(self._create)
+            yield
+        finally:
+            _setns(saved)
+    finally:
+        os.close(saved)
+        os.close(target)
+
+
+def open_ns(ns_name: str) -> NetNS:
+    """A netlink handle on an existing namespace (pyroute2's default would
+    create a missing one; a removed sandbox must stay removed)."""
+    return NetNS(ns_name, flags=0)
+
+
+def socket_in(ns_name: str, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM,
+              proto: int = 0) -> socket.socket:
+    """A socket that lives in namespace `ns_name` (a socket keeps the namespace
+    it was created in, whichever thread uses it later). Close it when done:
+    an open socket keeps a removed namespace alive."""
+    def make() -> socket.socket:
+        with inside(ns_name):
+            return socket.socket(family, kind, proto)
+    return netlink(make)
+
+
+# ----------------------------------------------------------- in a namespace --
+def _sysctl(ns_name: str, key: str, value: str | int) -> None:
+    """Set net sysctl `key` (dotted, e.g. net.ipv4.ip_forward) in a namespace.
+    Call on the netlink thread."""
+    with inside(ns_name):
+        Path("/proc/sys", *key.split(".")).write_text(f"{value}\n")
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM, ETHTOOL_SGRO = 0x17, 0x2C
+
+
+def _ethtool(ns_name: str, ifname: str, cmd: int, value: int) -> None:
+    """One legacy ethtool 'set' ioctl (what `ethtool -K` does) in a namespace.
+    Call on the netlink thread."""
+    with inside(ns_name):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        buf = array.array("I", [cmd, value])
+        ifr = struct.pack("16sP", ifname.encode(), buf.buffer_info()[0])
+        fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
+    finally:
+        s.close()
+
+
+class Sandbox:
+    """Network namespaces made by this process, veth pairs between them, and
+    their cleanup. `VethPair` and `Star` are the two shapes the course uses.
+
+    quiet      no IPv6 and static ARP entries: only the packets you send are
+               on the wire, so counts are exact.
+    xdp_ready  GRO on and TX checksum offload off on every veth. A veth
+               receives XDP_REDIRECT frames only when GRO (or an XDP program)
+               is on, and a redirected frame loses the 'checksum not done yet'
+               mark that locally sent TCP/UDP packets carry. (XDP_TX frames
+               reach a peer promptly only if the peer runs XDP itself.)"""
+
+    def __init__(self, quiet: bool = False, xdp_ready: bool = False):
+        self.ns: dict[str, str] = {}
+        self.quiet, self.xdp_ready = quiet, xdp_ready
+        self._links: list[tuple[str, str, str, str]] = []   # (key, ifname, peer key, peer ifname)
+        self._base = new_name()
+        self._handles: dict[str, NetNS] = {}
+
+    # --- building (all on the netlink thread, one netlink socket per namespace)
+    def _nl(self, key: str) -> NetNS:
+        if key not in self._handles:
+            self._handles[key] = open_ns(self.ns[key])
+        return self._handles[key]
+
+    def _build_all(self) -> None:
+        try:
+            self._build()
+        finally:
+            for h in self._handles.values():
+                h.close()
+            self._handles = {}
+
+    def _make_ns(self, key: str) -> None:
+        name = self._base + key
+        netns.create(name)
+        self.ns[key] = name
+        n = self._nl(key)
+        n.link("set", index=n.link_lookup(ifname="lo")[0], state="up")
+        if self.quiet:
+            for scope in ("all", "default"):
+                _sysctl(name, f"net.ipv6.conf.{scope}.disable_ipv6", 1)
+
+    def _make_veth(self, key: str, ifname: str, ip: str, peer: str, peer_if: str, peer_ip: str,
+                   prefix: int) -> None:
+        self._nl(key).link("add", ifname=ifname, kind="veth",
+                           peer={"ifname": peer_if, "net_ns_fd": self.ns[peer]})
+        for k, ifn, addr in ((key, ifname, ip), (peer, peer_if, peer_ip)):
+            n = self._nl(k)
+            idx = n.link_lookup(ifname=ifn)[0]
+            n.addr("add", index=idx, address=addr, prefixlen=prefix)
+            n.link("set", index=idx, state="up")
+            _created_ifaces.add((self.ns[k], ifn))
+        self._links.append((key, ifname, peer, peer_if))
+        if self.xdp_ready:      # both ends up first: GRO starts a veth's NAPI only when up
+            for k, ifn in ((key, ifname), (peer, peer_if)):
+                _ethtool(self.ns[k], ifn, ETHTOOL_SGRO, 1)
+                _ethtool(self.ns[k], ifn, ETHTOOL_STXCSUM, 0)
+        if self.quiet:   # each side knows the other's MAC: no ARP on the wire
+            for k, ifn, pk, pif, pip in ((key, ifname, peer, peer_if, peer_ip),
+                                         (peer, peer_if, key, ifname, ip)):
+                mac = self._nl(pk).get_links(ifname=pif)[0].get_attr("IFLA_ADDRESS")
+                n = self._nl(k)
+                n.neigh("add", dst=pip, lladdr=mac, ifindex=n.link_lookup(ifname=ifn)[0],
+                        state=0x80)   # NUD_PERMANENT
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            netlink(self._build_all)
         except BaseException:
             self.close()
             raise
         return self
 
-    def _create(self) -> None:
-        for side in "ab":
-            netns.create(self.ns[side])
-        with NetNS(self.ns["a"]) as na:
-            na.link("add", ifname=self.ifname["a"], kind="veth",
-                    peer={"ifname": self.ifname["b"], "net_ns_fd": self.ns["b"]})
-        for side in "ab":
-            with NetNS(self.ns[side]) as n:
-                idx = n.link_lookup(ifname=self.ifname[side])[0]
-                n.addr("add", index=idx, address=self.ip[side], prefixlen=self.prefix)
-                n.link("set", index=idx, state="up")
-                lo = n.link_lookup(ifname="lo")[0]
-                n.link("set", index=lo, state="up")
-            _created_ifaces.add((self.ns[side], self.ifname[side]))
+    def __exit__(self, *exc) -> None:
+        self.close()
 
-    def ifindex(self, side: str) -> int:
+    def close(self) -> None:
+        """Detach XDP and TC programs, delete our veths, remove our namespaces.
+        Safe to call twice; runs on success, error and Ctrl-C alike."""
+        names = set(self.ns.values())
+        for entry in [e for e in _created_ifaces if e[0] in names]:
+            _created_ifaces.discard(entry)
+        for key, ifname, _peer, _peer_if in self._links:
+            with contextlib.suppress(Exception):
+                netlink(_delete_link, self.ns[key], ifname)
+        self._links = []
+        for name in list(self.ns.values()):
+            with contextlib.suppress(Exception):
+                netlink(netns.remove, name)
+
+    # --- using
+    def where(self, key: str, ifname: str | None = None) -> tuple[str, str]:
+        """(namespace name, interface name): what xdp.attach() takes."""
+        return self.ns[key], ifname or self._default_if(key)
+
+    def _default_if(self, key: str) -> str:
+        raise NotImplementedError
+
+    def ifindex(self, key: str, ifname: str | None = None) -> int:
+        ns_name, ifn = self.where(key, ifname)
+
         def lookup() -> int:
-            with NetNS(self.ns[side]) as n:
-                return n.link_lookup(ifname=self.ifname[side])[0]
+            with open_ns(ns_name) as n:
+                return n.link_lookup(ifname=ifn)[0]
         return netlink(lookup)
+
+    def mac(self, key: str, ifname: str | None = None) -> str:
+        """The interface's MAC address as 'aa:bb:cc:dd:ee:ff'."""
+        ns_name, ifn = self.where(key, ifname)
+
+        def lookup() -> str:
+            with open_ns(ns_name) as n:
+                return n.get_links(ifname=ifn)[0].get_attr("IFLA_ADDRESS")
+        return netlink(lookup)
+
+    def stats(self, key: str, ifname: str | None = None) -> dict[str, int]:
+        return link_stats(*self.where(key, ifname))
 
     def run_in(self, side: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
         """Run a command inside one namespace (ip netns exec)."""
@@ -113,16 +292,427 @@ class VethPair:
         kw.setdefault("text", True)
         return subprocess.run(["ip", "netns", "exec", self.ns[side], *argv], **kw)
 
-    def close(self) -> None:
-        for side in "ab":
-            _created_ifaces.discard((self.ns[side], self.ifname[side]))
-            with contextlib.suppress(Exception):
-                netlink(netns.remove, self.ns[side])
+    def sysctl(self, key: str, name: str, value: str | int) -> None:
+        """Set a net.* sysctl inside namespace `key`."""
+        netlink(_sysctl, self.ns[key], name, value)
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def add_address(self, key: str, ip: str, prefix: int = 32, ifname: str = "lo") -> None:
+        """One more address, by default on the namespace's loopback (a VIP)."""
+        def add() -> None:
+            with open_ns(self.ns[key]) as n:
+                n.addr("add", index=n.link_lookup(ifname=ifname)[0], address=ip, prefixlen=prefix)
+        netlink(add)
+
+    def add_route(self, key: str, dst: str, via: str | None = None, kind: str = "unicast") -> None:
+        """A route in namespace `key`: dst 'a.b.c.d/len', through `via`, or
+        kind='blackhole' to drop what would be routed there."""
+        def add() -> None:
+            with open_ns(self.ns[key]) as n:
+                if kind == "unicast":
+                    n.route("add", dst=dst, gateway=via)
+                else:
+                    n.route("add", dst=dst, type=kind)
+        netlink(add)
+
+
+def _delete_link(ns_name: str, ifname: str) -> None:
+    """Delete a veth (and so its peer, and any XDP or TC program on either)."""
+    with open_ns(ns_name) as n:
+        found = n.link_lookup(ifname=ifname)
+        if found:
+            n.link("del", index=found[0])
+
+
+class VethPair(Sandbox):
+    """Two fresh namespaces, "a" and "b", joined by a veth pair with
+    addresses 10.200.0.1/24 (a) and 10.200.0.2/24 (b). The addresses exist
+    only inside the two namespaces: no route leads there from the host."""
+
+    def __init__(self, ip_a: str = "10.200.0.1", ip_b: str = "10.200.0.2", prefix: int = 24,
+                 quiet: bool = False, xdp_ready: bool = False):
+        super().__init__(quiet=quiet, xdp_ready=xdp_ready)
+        self.ns = {"a": self._base + "a", "b": self._base + "b"}
+        self.ifname = {"a": "veth-a", "b": "veth-b"}
+        self.ip = {"a": ip_a, "b": ip_b}
+        self.ip_a, self.ip_b, self.prefix = ip_a, ip_b, prefix
+
+    def __enter__(self) -> "VethPair":
+        return super().__enter__()
+
+    def _build(self) -> None:
+        for side in "ab":
+            self._make_ns(side)
+        self._make_veth("a", self.ifname["a"], self.ip_a, "b", self.ifname["b"], self.ip_b,
+                        self.prefix)
+
+    def _default_if(self, key: str) -> str:
+        return self.ifname[key]
+
+    def ifindex(self, side: str, ifname: str | None = None) -> int:
+        return super().ifindex(side, ifname)
+
+
+class Star(Sandbox):
+    """A hub namespace (a router) with one veth pair to each leaf namespace.
+
+    Leaf i has 10.201.<i+1>.2/24 on `eth0` and a default route through the hub,
+    whose side of that link is `to-<leaf>` with 10.201.<i+1>.1/24. The hub
+    forwards between leaves like any router (ip_forward=1), so client -> hub
+    -> backend works with no program at all; put XDP on a hub interface to
+    take over.
+
+        with Star(["client", "b1", "b2"], hub="lb") as net:
+            net.ip["b1"], net.gw["b1"], net.where("lb", "to-client")
+    """
+
+    LEAF_IF = "eth0"
+
+    def __init__(self, leaves: Iterable[str], hub: str = "hub", quiet: bool = True,
+                 xdp_ready: bool = True, forward: bool = True):
+        super().__init__(quiet=quiet, xdp_ready=xdp_ready)
+        self.leaves, self.hub, self.forward = list(leaves), hub, forward
+        for leaf in self.leaves:
+            if len(f"to-{leaf}") > 15:
+                raise ValueError(f"leaf name {leaf!r} is too long for an interface name")
+        self.ip = {leaf: f"10.201.{i + 1}.2" for i, leaf in enumerate(self.leaves)}
+        self.gw = {leaf: f"10.201.{i + 1}.1" for i, leaf in enumerate(self.leaves)}
+        self.hub_if = {leaf: f"to-{leaf}" for leaf in self.leaves}
+
+    def __enter__(self) -> "Star":
+        return super().__enter__()
+
+    def _build(self) -> None:
+        for key in [self.hub, *self.leaves]:
+            self._make_ns(key)
+        for scope in ("all", "default"):
+            _sysctl(self.ns[self.hub], f"net.ipv4.conf.{scope}.rp_filter", 0)
+        _sysctl(self.ns[self.hub], "net.ipv4.ip_forward", int(self.forward))
+        for leaf in self.leaves:
+            self._make_veth(self.hub, self.hub_if[leaf], self.gw[leaf],
+                            leaf, self.LEAF_IF, self.ip[leaf], 24)
+            self._nl(leaf).route("add", dst="0.0.0.0/0", gateway=self.gw[leaf])
+
+    def _default_if(self, key: str) -> str:
+        if key == self.hub:
+            raise ValueError(f"the hub has one interface per leaf: say which, e.g. "
+                             f"where({self.hub!r}, {self.hub_if[self.leaves[0]]!r})")
+        return self.LEAF_IF
 
 
 def our_namespaces() -> list[str]:
     """Names of namespaces made by any ebpf_tutor run (alive or dead)."""
     return [n for n in netns.listnetns() if n.startswith(PREFIX)]
+
+
+# ------------------------------------------------------------------ TC ------
+class TcAttachment:
+    """A BPF program as a direct-action filter of a clsact qdisc (minimal;
+    detaching removes the clsact qdisc this attachment added)."""
+
+    PARENTS = {"ingress": "ffff:fff2", "egress": "ffff:fff3"}
+
+    def __init__(self, fn, ns_name: str, ifname: str, direction: str = "ingress",
+                 allow_foreign: bool = False):
+        guard(ns_name, ifname, allow_foreign)
+        if direction not in self.PARENTS:
+            raise ValueError("direction is 'ingress' or 'egress'")
+        self.ns_name, self.ifname, self.direction = ns_name, ifname, direction
+        self._added_qdisc = False
+        netlink(self._attach, fn.fd, fn.name.decode() if isinstance(fn.name, bytes) else fn.name)
+
+    def _attach(self, fd: int, name: str) -> None:
+        with open_ns(self.ns_name) as n:
+            idx = n.link_lookup(ifname=self.ifname)[0]
+            if not any(q.get_attr("TCA_KIND") == "clsact" for q in n.get_qdiscs(index=idx)):
+                n.tc("add", "clsact", idx)
+                self._added_qdisc = True
+            n.tc("add-filter", "bpf", idx, ":1", fd=fd, name=name,
+                 parent=self.PARENTS[self.direction], classid=1, direct_action=True)
+
+    def detach(self) -> None:
+        if not self._added_qdisc:
+            return
+
+        def go() -> None:
+            with open_ns(self.ns_name) as n:
+                found = n.link_lookup(ifname=self.ifname)
+                if found:
+                    n.tc("del", "clsact", found[0])
+        with contextlib.suppress(Exception):
+            netlink(go)
+        self._added_qdisc = False
+
+    def __enter__(self) -> "TcAttachment":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+
+# --------------------------------------------------------------- counters ---
+def link_stats(ns_name: str, ifname: str) -> dict[str, int]:
+    """The interface's counters (rx_packets, tx_packets, rx_dropped, ...)."""
+    def read() -> dict[str, int]:
+        with open_ns(ns_name) as n:
+            link = n.get_links(ifname=ifname)[0]
+            st = link.get_attr("IFLA_STATS64")
+            return {k: st[k] for k in st.keys() if isinstance(st[k], int)} if st else {}
+    return netlink(read)
+
+
+# ---------------------------------------------------------------- traffic ---
+MAGIC = b"EBT7"
+
+
+@dataclass
+class UdpFlow:
+    """Numbered UDP datagrams from one namespace: each payload is MAGIC, the
+    flow's id and a sequence number, padded to `size` bytes."""
+
+    ns_name: str
+    dst: str
+    dport: int
+    src: str = ""
+    sport: int = 0
+    size: int = 64
+    flow_id: int = 0
+    sent: int = 0
+
+    def __post_init__(self) -> None:
+        self.sock = socket_in(self.ns_name)
+        self.sock.bind((self.src, self.sport))
+        self.src, self.sport = self.sock.getsockname()   # not connected: ICMP errors
+                                                         # never fail a later send
+
+    def send(self, n: int = 1, interval: float = 0.0) -> int:
+        """Send n datagrams (interval seconds apart); returns how many went out."""
+        for _ in range(n):
+            body = MAGIC + struct.pack("!II", self.flow_id, self.sent)
+            self.sock.sendto(body.ljust(self.size, b"\0"), (self.dst, self.dport))
+            self.sent += 1
+            if interval:
+                time.sleep(interval)
+        return n
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "UdpFlow":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class UdpSink:
+    """Receives UDP in a namespace on a thread and counts datagrams per source
+    address (`by_src`) and per flow id (`by_flow`, for UdpFlow payloads)."""
+
+    def __init__(self, ns_name: str, port: int, ip: str = "0.0.0.0", rcvbuf: int = 8 << 20):
+        self.sock = socket_in(ns_name)
+        with contextlib.suppress(OSError):   # SO_RCVBUFFORCE: root may exceed rmem_max
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, rcvbuf)
+        self.sock.bind((ip, port))
+        self.sock.settimeout(0.05)
+        self.by_src: Counter[str] = Counter()
+        self.by_flow: Counter[int] = Counter()
+        self.last_rx = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="ebt-udp-sink")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, (src, _) = self.sock.recvfrom(2048)
+            except (socket.timeout, OSError):
+                continue
+            self.by_src[src] += 1
+            if data[:4] == MAGIC and len(data) >= 12:
+                self.by_flow[struct.unpack("!I", data[4:8])[0]] += 1
+            self.last_rx = time.monotonic()
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_src.values())
+
+    def settle(self, idle: float = 0.2, timeout: float = 3.0) -> None:
+        """Wait until nothing has arrived for `idle` seconds (or `timeout`)."""
+        end = time.monotonic() + timeout
+        time.sleep(idle / 2)
+        while time.monotonic() < end and time.monotonic() - self.last_rx < idle:
+            time.sleep(idle / 4)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+    def __enter__(self) -> "UdpSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def ipv4_frame(src_mac: str, dst_mac: str, src: str, dst: str, proto: int, l4: bytes,
+               ttl: int = 64, ident: int = 0) -> bytes:
+    """An Ethernet + IPv4 frame around an L4 header and payload (`l4`)."""
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), ident, 0x4000, ttl, proto, 0,
+                      socket.inet_aton(src), socket.inet_aton(dst))
+    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
+    return _mac_bytes(dst_mac) + _mac_bytes(src_mac) + b"\x08\x00" + hdr + l4
+
+
+def udp_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport: int,
+              payload: bytes = b"", **ip) -> bytes:
+    """A complete UDP/IPv4/Ethernet frame with correct checksums."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, len(udp))
+    csum = _csum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
+    return ipv4_frame(src_mac, dst_mac, src, dst, 17, udp, **ip)
+
+
+def tcp_syn_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport: int,
+                  seq: int = 1, **ip) -> bytes:
+    """A TCP SYN in a complete IPv4/Ethernet frame with correct checksums."""
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x02, 65535, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
+    return ipv4_frame(src_mac, dst_mac, src, dst, 6, tcp, **ip)
+
+
+def icmp_echo_frame(src_mac: str, dst_mac: str, src: str, dst: str, echo_id: int = 1,
+                    seq: int = 1, payload: bytes = b"", reply: bool = False, **ip) -> bytes:
+    """An ICMP echo request (or reply) in a complete IPv4/Ethernet frame."""
+    icmp = struct.pack("!BBHHH", 0 if reply else 8, 0, 0, echo_id, seq) + payload
+    icmp = icmp[:2] + struct.pack("!H", _csum(icmp)) + icmp[4:]
+    return ipv4_frame(src_mac, dst_mac, src, dst, 1, icmp, **ip)
+
+
+def send_frames(ns_name: str, ifname: str, frames: Iterable[bytes]) -> int:
+    """Put raw Ethernet frames on the wire of `ifname` (AF_PACKET), exactly as
+    given: no ARP, no routing, no checksums added. Returns how many were sent."""
+    guard(ns_name, ifname)
+    s = socket_in(ns_name, socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        s.bind((ifname, 0))
+        n = 0
+        for frame in frames:
+            s.send(frame)
+            n += 1
+        return n
+    finally:
+        s.close()
+
+
+class TcpServer:
+    """A tiny TCP service in a namespace: for each connection it reads one
+    request line and answers `<name> <request>`; `requests` records every
+    request it answered."""
+
+    def __init__(self, ns_name: str, port: int, name: str, ip: str = "0.0.0.0"):
+        self.name = name
+        self.requests: list[str] = []
+        self.sock = socket_in(ns_name, socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, port))
+        self.sock.listen(128)
+        self.sock.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"ebt-tcp-{name}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    req = conn.recv(256).decode(errors="replace").strip()
+                    conn.sendall(f"{self.name} {req}\n".encode())
+                    self.requests.append(req)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+    def __enter__(self) -> "TcpServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class Exchange:
+    """One TCP request/response: what was asked, what came back, or the error."""
+    request: str
+    reply: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.reply.endswith(self.request)
+
+
+def tcp_exchange(ns_name: str, dst: str, port: int, request: str, timeout: float = 1.0) -> Exchange:
+    """Connect from namespace `ns_name`, send one line, read the answer."""
+    ex = Exchange(request)
+    s = socket_in(ns_name, socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((dst, port))
+        s.sendall(request.encode() + b"\n")
+        chunks = b""
+        while not chunks.endswith(b"\n"):
+            part = s.recv(256)
+            if not part:
+                break
+            chunks += part
+        ex.reply = chunks.decode(errors="replace").strip()
+        if not ex.reply:
+            ex.error = "connection closed without an answer"
+    except OSError as e:
+        ex.error = f"{type(e).__name__}: {e}"
+    finally:
+        s.close()
+    return ex
+
+
+@dataclass
+class PingResult:
+    transmitted: int
+    received: int
+    output: str = field(repr=False, default="")
+
+
+def ping(sandbox: Sandbox, key: str, dst: str, count: int = 3, interval: float = 0.05,
+         wait: float = 1.0) -> PingResult:
+    """ping from namespace `key`; returns packets transmitted and received."""
+    r = sandbox.run_in(key, ["ping", "-n", "-q", "-c", str(count), "-i", str(interval),
+                             "-W", str(wait), dst])
+    m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", r.stdout)
+    if not m:
+        raise RuntimeError(f"could not read ping's summary: {r.stdout}{r.stderr}")
+    return PingResult(int(m.group(1)), int(m.group(2)), r.stdout)
