@@ -8,16 +8,25 @@
 # BASE is an argument because some build machines cannot reach Docker Hub:
 # there, import a debootstrapped Debian as a local image and pass its name.
 ARG BASE=debian:bookworm
+# hadolint ignore=DL3006
 FROM ${BASE}
 
+# PEM text of extra CA certificates, for build machines behind a TLS-inspecting proxy.
+ARG EXTRA_CA_CERTS=""
 ENV DEBIAN_FRONTEND=noninteractive \
-    EBPF_TUTOR_VENV=/opt/ebpf-course/.venv
+    EBPF_TUTOR_VENV=/opt/ebpf-course/.venv \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /opt/ebpf-course
 COPY . /opt/ebpf-course
 # The same provisioning path as everywhere else; the image part only
 # (packages, venv, Jupyter kernel). Mounts and headers need the running kernel.
+# Versions are pinned by the distribution release (BASE) and requirements.txt.
+# hadolint ignore=DL3008
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends bash ca-certificates \
+ && if [ -n "$EXTRA_CA_CERTS" ]; then printf '%s\n' "$EXTRA_CA_CERTS" > /usr/local/share/ca-certificates/extra.crt; fi \
+ && update-ca-certificates \
  && bash scripts/provision.sh --image \
  && rm -rf /var/lib/apt/lists/*
 

@@ -10,7 +10,8 @@ Small modules, one concern each, all meant to be read:
 - doctor   what this machine can do, each feature decided by trying it
 - labs     lab checks that drive a workload and judge what your program did
 - workload known processes, files and syscalls for checks to count
-- net      veth pairs in private network namespaces (the network lab)
+- net      network sandboxes (veth pairs, stars), traffic with known counts
+- xdp      XDP attach/detach on sandbox interfaces, test runs, flood
 - cgroup   scratch cgroups; attach/detach cgroup programs on them only
 - sweep    removes what a killed run left behind
 - arch     architecture detection, syscall numbers for five architectures

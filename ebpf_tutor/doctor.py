@@ -281,7 +281,7 @@ def probe_tc() -> str:
         with NetNS(ns_name) as n:
             idx = n.link_lookup(ifname=ifname)[0]
             n.tc("add", "clsact", idx)
-            n.tc("add-filter", "bpf", idx, ":1", fd=fd, name=name, parent="ffff:fff2",
+            n.tc("add-filter", "bpf", idx, ":1", fd=fd, name=name, parent="ffff:fff3",
                  classid=1, direct_action=True)
 
     with VethPair() as lab, Program(XDP_TC_SRC) as p:
