@@ -12,6 +12,8 @@ Small modules, one concern each, all meant to be read:
 - workload known processes, files and syscalls for checks to count
 - net      network sandboxes (veth pairs, stars), traffic with known counts
 - xdp      XDP attach/detach on sandbox interfaces, test runs, flood
+- tc       TC filters on sandbox interfaces, qdiscs, socket filters, SOCKMAP
+- flows    UDP/TCP/ICMP traffic with known counts for the TC labs
 - cgroup   scratch cgroups; attach/detach cgroup programs on them only
 - sweep    removes what a killed run left behind
 - arch     architecture detection, syscall numbers for five architectures

@@ -31,8 +31,8 @@ PARTS: list[tuple[str, list[Chapter]]] = [
         _ch(6, "Tracepoints and raw tracepoints", "system call monitor; run-queue latency; "
             "block I/O latency"),
         _ch(7, "XDP", "DDoS protection; L4 load balancer; packet sampling"),
-        _ch(8, "TC and socket-level networking", "bandwidth limiter; egress firewall; "
-            "latency injection"),
+        _ch(8, "TC and socket-level networking", "bandwidth limiter; protocol filter / egress "
+            "firewall; latency and loss injection"),
         _ch(9, "Cgroups and resource control", "network policy enforcer; per-cgroup resource "
             "monitor; application sandbox"),
     ]),
