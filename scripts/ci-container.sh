@@ -54,7 +54,7 @@ log "built in $(( $(date +%s) - t0 )) s"
 # they see; the kernel-header cache is shared with the host's.
 log "running the selection in a privileged container"
 t0=$(date +%s)
-podman run --rm "${RUNTIME[@]}" --privileged --pid=host \
+podman run --rm --timeout "${CONTAINER_TIMEOUT:-1800}" "${RUNTIME[@]}" --privileged --pid=host \
   -v "$CACHE:$CACHE" -v "$ROOT/build:/opt/ebpf-course/build" \
   -e EBPF_TUTOR_CACHE="$CACHE" "$IMAGE" \
   bash -c 'scripts/provision.sh --runtime >/dev/null && .venv/bin/python -m pytest -q \

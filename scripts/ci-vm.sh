@@ -25,7 +25,7 @@ for suite in ${suites[@]}; do
   # The lab checks use kprobes/fentry there and say so in their PASS lines;
   # the notebook's reference outputs were made on the host's fallbacks, so
   # nbval only checks that every cell runs (--nbval-lax).
-  "$PY" vm/course_vm.py run --suite "$suite" --timeout 2400 -- \
+  "$PY" vm/course_vm.py run --suite "$suite" --timeout "${VM_TIMEOUT:-2400}" -- \
     env EBPF_TUTOR_EXPECT_FEATURES=kprobes,fentry,LSM \
     /opt/ebpf-venv/bin/python -m pytest -q -p no:cacheprovider \
       tests/test_expected_features.py tests/test_labs.py notebooks/ch05_kprobes.ipynb \
