@@ -655,7 +655,11 @@ with Program(LOSSY, cflags=MAIN_THREAD) as prog:
     got = len(perf.drain())
     stop_reading(perf)
 os.sched_setaffinity(0, everywhere)
-print(f"received {got}, lost {perf.lost}: all 20001 accounted for? {got + perf.lost == 20_001}")
+print(f"all 20001 accounted for (received + lost)? {got + perf.lost == 20_001}")
+lost_share = perf.lost / 20_001   # how many were lost depends on the machine's load
+
+# %% tags=["nbval-ignore-output"]
+print(f"received {got}, lost {perf.lost}: {lost_share:.0%} lost on this run")
 
 # %% [markdown]
 # What does each choice cost? Time `getppid` calls in batches of 1000, with
