@@ -76,8 +76,10 @@ def run_cell(ws, code: str, timeout: float = 120) -> tuple[str, list[str]]:
         "content": {"code": code, "silent": False, "store_history": True,
                     "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
     }))
-    out, status, deadline = [], None, time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    # The reply (shell channel) can overtake the output (iopub): done when
+    # both the reply and iopub's "idle" for this request have arrived.
+    out, status, idle, deadline = [], None, False, time.monotonic() + timeout
+    while time.monotonic() < deadline and not (status and idle):
         msg = json.loads(ws.recv())
         if msg.get("parent_header", {}).get("msg_id") != msg_id:
             continue
@@ -88,7 +90,8 @@ def run_cell(ws, code: str, timeout: float = 120) -> tuple[str, list[str]]:
             out.append("\n".join(msg["content"]["traceback"]))
         elif kind == "execute_reply":
             status = msg["content"]["status"]
-            break
+        elif kind == "status" and msg["content"]["execution_state"] == "idle":
+            idle = True
     return status or "timeout", out
 
 
