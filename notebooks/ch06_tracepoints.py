@@ -1,0 +1,674 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: eBPF (root)
+#     language: python
+#     name: ebpf-root
+# ---
+
+# %% [markdown]
+# # Chapter 6: Tracepoints and raw tracepoints
+#
+# **After this chapter you will be able to**
+#
+# * find the tracepoints of a kernel, read their `format` files, and use
+#   their fields from a `TRACEPOINT_PROBE`;
+# * use raw tracepoints, say what they save and what they cost you in
+#   convenience, and measure the difference;
+# * instrument the four busiest parts of the kernel through their
+#   tracepoints: system calls, the scheduler, the network stack and the
+#   block layer;
+# * turn pairs of events into latencies and plot them as histograms.
+
+# %% [markdown]
+# ## 6.1 What a tracepoint is
+#
+# A tracepoint is a hook that a kernel developer wrote into the source, at a
+# place worth watching, with a declared list of fields (`TRACE_EVENT(...)`).
+# When nothing is attached it costs almost nothing: a static branch that is
+# never taken. When a BPF program is attached, the kernel fills in the fields
+# and calls it.
+#
+# Compared with a kprobe (Chapter 5), a tracepoint is:
+#
+# * **stable**: it is part of what kernel developers try not to break. Fields
+#   are occasionally added, renamed or removed, but the event and its
+#   meaning stay, and each kernel *describes* its own layout in a `format`
+#   file, so a program that reads fields by name keeps working;
+# * **meaningful**: it sits where the event is complete (a context switch has
+#   both tasks, a finished request has its status), not at the top of some
+#   function whose arguments you must interpret;
+# * **available everywhere**: no `CONFIG_KPROBES`, no BTF needed. That is why
+#   this course's CI machine, which has no kprobes, can still run all of this
+#   chapter.
+#
+# The price: you can only watch where someone put a tracepoint.
+
+# %%
+import mmap
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from bcc.syscall import syscall_name
+
+from ebpf_tutor import Program, log2_hist_df, plot_log2_hist
+
+EVENTS = Path("/sys/kernel/tracing/events")
+
+# %% [markdown]
+# Tracepoints live in tracefs, one directory per category, one per event.
+# How many does this kernel have?
+
+# %% tags=["nbval-ignore-output"]
+per_category = pd.Series({d.name: sum(1 for e in d.iterdir() if e.is_dir())
+                          for d in EVENTS.iterdir() if d.is_dir()}).sort_values()
+print(f"{per_category.sum()} tracepoints in {len(per_category)} categories")
+ax = per_category.tail(15).plot.barh(figsize=(6, 4))
+ax.set_xlabel("tracepoints")
+plt.tight_layout()
+
+# %% [markdown]
+# ## 6.2 The format file
+#
+# Each event describes its own record. The `common_*` fields come first in
+# every event; then the event's own fields, each with its C type, offset and
+# size. BCC reads this file when it compiles a `TRACEPOINT_PROBE`, and builds
+# the `args` struct from it: `args->filename` is this kernel's layout, never
+# a guess.
+
+# %%
+def tp_format(category: str, event: str) -> pd.DataFrame:
+    """The fields of a tracepoint, parsed from its format file."""
+    text = (EVENTS / category / event / "format").read_text()
+    rows = re.findall(r"field:(.+?);\s*offset:(\d+);\s*size:(\d+);\s*signed:(\d);", text)
+    fields = []
+    for decl, offset, size, signed in rows:
+        name = re.search(r"(\w+)(\[\d*\])?$", decl.strip()).group(1)
+        fields.append({"field": name, "declaration": decl.strip(), "offset": int(offset),
+                       "size": int(size)})
+    return pd.DataFrame(fields)
+
+
+print((EVENTS / "sched/sched_process_exec/format").read_text())
+
+# %%
+tp_format("sched", "sched_process_exec")
+
+# %% [markdown]
+# `filename` is a `__data_loc` field: the record holds only a 32-bit
+# locator (offset in the low 16 bits, length in the high 16), and the string
+# itself follows the fixed fields. BCC's `TP_DATA_LOC_READ_CONST(dst, field,
+# size)` decodes the locator and copies the string.
+#
+# We copy `/bin/true` under a fresh name, run it twice, and count execs per
+# file name.
+
+# %%
+EXECS = r"""
+struct name_t { char filename[64]; };
+BPF_HASH(execs, struct name_t, u64);
+
+TRACEPOINT_PROBE(sched, sched_process_exec) {
+    struct name_t key = {};
+    TP_DATA_LOC_READ_CONST(&key.filename, filename, sizeof(key.filename));
+    execs.increment(key);
+    return 0;
+}
+"""
+
+with tempfile.TemporaryDirectory(prefix="ch06-") as tmp:
+    fresh = Path(tmp) / "ch06-hello"
+    fresh.write_bytes(Path("/bin/true").read_bytes())
+    fresh.chmod(0o755)
+    with Program(EXECS) as prog:
+        for _ in range(2):
+            subprocess.run([str(fresh)], check=True)
+        counts = {k.filename.decode(): v.value for k, v in prog["execs"].items()}
+print(f"{fresh.name}: exec'd {counts.get(str(fresh), 0)} times")
+
+# %% [markdown]
+# ## 6.3 System calls: `syscalls:*` and `raw_syscalls:*`
+#
+# Two families cover system calls:
+#
+# * `syscalls:sys_enter_<name>` / `sys_exit_<name>`: one pair per system call,
+#   with typed, named arguments (`args->filename`, `args->flags`) and the
+#   return value (`args->ret`) at exit;
+# * `raw_syscalls:sys_enter` / `sys_exit`: one pair for *all* of them, with
+#   the number (`args->id`) and the six raw arguments (`args->args[i]`).
+#
+# Attach to one `sys_enter_<name>` to watch one call cheaply; to
+# `raw_syscalls` to see everything, then sort by `id`. Numbers depend on
+# the architecture: `bcc.syscall.syscall_name(nr)` names them.
+#
+# To count exactly, we need activity whose pid we know before it starts, as
+# in Chapter 5: a child process that waits until we say go.
+
+# %%
+class Child:
+    """A fresh process that runs `work()` once `go()` is called."""
+
+    def __init__(self, work):
+        go_r, self._go_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                os.close(self._go_w)
+                os.write(ready_w, b"r")
+                if os.read(go_r, 1) == b"x":
+                    work()
+            finally:
+                os._exit(0)
+        os.close(go_r)
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        os.close(ready_r)
+
+    def go(self) -> None:
+        """Let it work, and wait until it has exited."""
+        os.write(self._go_w, b"x")
+        os.close(self._go_w)
+        os.waitpid(self.pid, 0)
+
+
+def some_syscalls():
+    for _ in range(7):
+        os.getppid()
+    for _ in range(3):
+        try:
+            os.stat("/nonexistent/ch06")
+        except FileNotFoundError:
+            pass
+    subprocess.run(["true"])
+
+# %%
+RAW_SYSCALLS = r"""
+BPF_HASH(calls, u32, u64);        // syscall number -> calls by the child
+
+TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
+    if (bpf_get_current_pid_tgid() >> 32 != TARGET_PID)
+        return 0;
+    u32 nr = args->id;
+    calls.increment(nr);
+    return 0;
+}
+"""
+
+child = Child(some_syscalls)
+with Program(RAW_SYSCALLS.replace("TARGET_PID", str(child.pid))) as prog:
+    child.go()
+    by_nr = {k.value: v.value for k, v in prog["calls"].items()}
+calls = pd.Series({syscall_name(nr).decode(): n for nr, n in by_nr.items()}).sort_values()
+print(f"getppid: {calls['getppid']} calls")
+
+# %% [markdown]
+# The rest depends on how Python, glibc and `fork`/`exec` of `true` work on
+# this machine: `wait4` for `subprocess`, the `newfstatat` behind
+# `os.stat()`, the memory management of the interpreter...
+
+# %% tags=["nbval-ignore-output"]
+ax = calls.tail(15).plot.barh(figsize=(6, 4))
+ax.set_xlabel("calls by the child")
+ax.set_title("system calls of a small Python child")
+plt.tight_layout()
+
+# %% [markdown]
+# ## 6.4 Raw tracepoints
+#
+# A classic tracepoint program receives a *copy* of the event's fields,
+# formatted by the kernel into a record (the same record `trace_pipe` would
+# show). A **raw tracepoint** program receives the tracepoint's raw C
+# arguments instead, as an array of 64-bit values: `ctx->args[i]`. No
+# record is built, which makes it cheaper, but you get what the kernel
+# function passed: pointers to kernel structures that you must read
+# yourself, with the right types for this kernel.
+#
+# | tracepoint | raw arguments (`ctx->args[...]`) |
+# |---|---|
+# | `sys_enter` | `struct pt_regs *regs`, `long id` |
+# | `sys_exit` | `struct pt_regs *regs`, `long ret` |
+# | `sched_switch` | `bool preempt`, `struct task_struct *prev`, `*next`, `unsigned int prev_state` |
+# | `sched_wakeup` | `struct task_struct *p` |
+# | `block_rq_issue` | `struct request *rq` |
+#
+# The argument lists are the `TP_PROTO(...)` of each event in
+# `include/trace/events/*.h`; the format file does not show them. Use the
+# *event* name without its category: `RAW_TRACEPOINT_PROBE(sys_enter)`.
+#
+# The same count as above, with a raw tracepoint:
+
+# %%
+RAW_TP = r"""
+BPF_HASH(calls, u32, u64);
+
+RAW_TRACEPOINT_PROBE(sys_enter) {
+    if (bpf_get_current_pid_tgid() >> 32 != TARGET_PID)
+        return 0;
+    u32 nr = ctx->args[1];          // args[0] is the struct pt_regs *
+    calls.increment(nr);
+    return 0;
+}
+"""
+
+child = Child(some_syscalls)
+with Program(RAW_TP.replace("TARGET_PID", str(child.pid))) as prog:
+    child.go()
+    raw_by_nr = {k.value: v.value for k, v in prog["calls"].items()}
+raw_calls = pd.Series({syscall_name(nr).decode(): n for nr, n in raw_by_nr.items()})
+print(f"getppid: {raw_calls['getppid']} calls")
+
+# %% [markdown]
+# ### What each costs
+#
+# We time `getppid()` in a tight C loop (a Python loop costs more than the
+# system call and drowns the difference): with nothing attached, then with
+# the same counting program attached four ways, each right after a baseline,
+# three times, keeping the median difference. The program attached to
+# `syscalls:sys_enter_getppid` runs only for `getppid`; the three others run
+# for **every** system call on the machine, so they cost everyone, not only
+# us.
+
+# %%
+LOOP_C = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {            /* loop MODE N: best ns per call of 5 rounds */
+    long n = atol(argv[2]);
+    double best = 1e18;
+    for (int round = 0; round < 5; round++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        for (long i = 0; i < n; i++) {
+            if (argv[1][0] == 'o')
+                close(open("/dev/null", O_RDONLY));
+            else
+                syscall(SYS_getppid);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double ns = ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n;
+        best = ns < best ? ns : best;
+    }
+    printf("%.1f\n", best);
+    return 0;
+}
+"""
+
+loop_dir = Path(tempfile.mkdtemp(prefix="ch06-loop-"))
+(loop_dir / "loop.c").write_text(LOOP_C)
+subprocess.run(["cc", "-O2", "-o", str(loop_dir / "loop"), str(loop_dir / "loop.c")], check=True)
+
+
+def ns_per_call(n: int = 300_000) -> float:
+    """ns per getppid() system call, best of 5 rounds of n."""
+    out = subprocess.run([str(loop_dir / "loop"), "getppid", str(n)], capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout)
+
+
+COUNT = "#include <uapi/linux/ptrace.h>\nBPF_ARRAY(n, u64, 1);\n"
+VARIANTS = {
+    "syscalls:sys_enter_getppid": COUNT + "TRACEPOINT_PROBE(syscalls, sys_enter_getppid) "
+                                          "{ n.increment(0); return 0; }",
+    "raw_syscalls:sys_enter": COUNT + "TRACEPOINT_PROBE(raw_syscalls, sys_enter) "
+                                      "{ n.increment(0); return 0; }",
+    "raw tracepoint sys_enter": COUNT + "RAW_TRACEPOINT_PROBE(sys_enter) "
+                                        "{ n.increment(0); return 0; }",
+}
+if os.uname().machine == "x86_64":    # reads the first argument: `di` is x86's register name
+    VARIANTS["raw tracepoint sys_enter, reads args"] = COUNT + r"""
+RAW_TRACEPOINT_PROBE(sys_enter) {
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    unsigned long first = 0;
+    bpf_probe_read_kernel(&first, sizeof(first), &regs->di);
+    if (ctx->args[1] != 0xffff || first)
+        n.increment(0);
+    return 0;
+}"""
+
+# %% tags=["nbval-ignore-output"]
+added = {}
+for label, src in VARIANTS.items():
+    diffs = []
+    for _ in range(3):
+        base = ns_per_call()
+        with Program(src):
+            diffs.append(ns_per_call() - base)
+    added[label] = sorted(diffs)[1]
+cost = pd.Series(added, name="ns added per getppid()").round(1)
+cost.to_frame()
+
+# %% tags=["nbval-ignore-output"]
+ax = cost.plot.barh(figsize=(6, 2.5))
+ax.set_xlabel("ns added per getppid() call")
+plt.tight_layout()
+
+# %% [markdown]
+# What to read in the table (the numbers move with the machine's load; rerun
+# the cell to see how much; the loop directory is removed at the end):
+#
+# * the raw tracepoint costs less than the classic `raw_syscalls:sys_enter`:
+#   no record is built, the program gets the arguments as they are; reading
+#   one argument through `pt_regs` adds a little;
+# * `syscalls:sys_enter_getppid` is not the cheap option it looks like. The
+#   per-call events are built on the same `sys_enter` hook: once any of them
+#   is enabled, every system call of every task takes the tracing path, and
+#   for the selected call the kernel copies all six arguments into a record
+#   before the program runs. Its advantage is elsewhere: the program itself,
+#   and its map updates, run only for the calls you asked for.
+#
+# Chapter 12 measures programs with the kernel's own statistics
+# (`bpf_stats`), without a stopwatch around a Python loop.
+
+# %% [markdown]
+# ## 6.5 The scheduler
+#
+# The `sched` category describes the life of tasks: `sched_process_fork`,
+# `sched_process_exec`, `sched_process_exit`; their waking up
+# (`sched_wakeup`, `sched_wakeup_new`); moving between CPUs
+# (`sched_migrate_task`); and every context switch, `sched_switch`.
+
+# %%
+tp_format("sched", "sched_switch").iloc[4:]
+
+# %% [markdown]
+# `prev_state` says why the previous task left the CPU: the letters of `ps`
+# (`S` sleeping, `D` uninterruptible, ...), or `R` when it was still
+# runnable, with `R+` marking a task preempted inside the kernel. The
+# `print fmt` line of the format file shows the encoding: the state bits,
+# and `TASK_REPORT_MAX` (0x100 here) for `R+`:
+
+# %%
+fmt = (EVENTS / "sched/sched_switch/format").read_text()
+print(re.search(r"\{ 0x0*1, \"S\" \}.*?\"I\" \}", fmt).group(0))
+
+# %% [markdown]
+# A child that sleeps 1 ms twenty times leaves the CPU twenty times in state
+# `S`:
+
+# %%
+SWITCHES = r"""
+BPF_HASH(states, u64, u64);       // prev_state -> switches away from the child
+
+TRACEPOINT_PROBE(sched, sched_switch) {
+    if (args->prev_pid != TARGET_PID)
+        return 0;
+    u64 state = args->prev_state;
+    states.increment(state);
+    return 0;
+}
+"""
+
+STATE_NAMES = {0: "R", 0x1: "S", 0x2: "D", 0x4: "T", 0x8: "t", 0x10: "X", 0x20: "Z",
+               0x40: "P", 0x80: "I", 0x100: "R+"}
+
+
+def sleep_20_times():
+    for _ in range(20):
+        time.sleep(0.001)
+
+
+child = Child(sleep_20_times)
+with Program(SWITCHES.replace("TARGET_PID", str(child.pid))) as prog:
+    child.go()
+    states = {STATE_NAMES.get(k.value, hex(k.value)): v.value for k, v in prog["states"].items()}
+print(f"switched out asleep (S): {states.get('S', 0)} times")
+
+# %% [markdown]
+# And machine-wide, for a second, while four processes spin on one CPU:
+
+# %%
+def spin_on_one_cpu(seconds: float) -> int:
+    pid = os.fork()
+    if pid == 0:
+        os.sched_setaffinity(0, {0})
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+        os._exit(0)
+    return pid
+
+
+ALL_SWITCHES = SWITCHES.replace("if (args->prev_pid != TARGET_PID)\n        return 0;\n", "")
+
+# %% tags=["nbval-ignore-output"]
+with Program(ALL_SWITCHES) as prog:
+    for pid in [spin_on_one_cpu(0.25) for _ in range(4)]:
+        os.waitpid(pid, 0)
+    rows = {STATE_NAMES.get(k.value, hex(k.value)): v.value for k, v in prog["states"].items()}
+pd.Series(rows, name="context switches").sort_values(ascending=False)
+
+# %% [markdown]
+# Spinning processes are switched out as `R`: their time slice ran out
+# while they ran user code, and the switch happened on the way back to user
+# space. `R+` is a task preempted while it ran kernel code; `I` is an idle
+# kernel thread going back to sleep, `Z`/`X` tasks exiting. A run-queue
+# latency tool must treat `R` and `R+` alike, as "back in the queue at
+# once": Lab 6.2 does exactly that.
+
+# %% [markdown]
+# ## 6.6 The network stack
+#
+# A few of the network tracepoints: `net:netif_receive_skb` and
+# `net:net_dev_xmit` (packets in and out of devices), `sock:inet_sock_set_state`
+# (TCP state changes, Chapter 5), `tcp:tcp_retransmit_skb`, `tcp:tcp_probe`,
+# `udp:udp_fail_queue_rcv_skb`, and `skb:kfree_skb`: a packet was
+# **dropped**, with the reason.
+#
+# Since Linux 5.17 `kfree_skb` carries `reason`, an `enum skb_drop_reason`.
+# The names of its values are in the format file's `print fmt`, so we read
+# them from there rather than from a header of some other kernel:
+
+# %%
+def symbolic_values(category: str, event: str, field: str) -> dict[int, str]:
+    """The value names of a __print_symbolic(REC->field, ...) in a format file."""
+    fmt = (EVENTS / category / event / "format").read_text()
+    block = fmt.split(f"__print_symbolic(REC->{field},", 1)[1]
+    return {int(v): name for v, name in re.findall(r"\{\s*(\d+),\s*\"(\w+)\"\s*\}", block)}
+
+
+DROP_REASONS = symbolic_values("skb", "kfree_skb", "reason")
+print(f"{len(DROP_REASONS)} drop reasons; e.g. 3 = {DROP_REASONS.get(3)}, "
+      f"4 = {DROP_REASONS.get(4)}")
+
+# %% [markdown]
+# Connecting to a loopback port where nobody listens: the SYN arrives, no
+# socket wants it, the kernel answers with a reset and drops the SYN, with
+# reason `NO_SOCKET`.
+#
+# One snag: BCC declares `args->reason` with its C type, `enum
+# skb_drop_reason`, and needs the kernel header that defines the enum
+# (`net/dropreason-core.h` on this kernel, `linux/skbuff.h` on older ones),
+# a slow include. The raw tracepoint sidesteps it: the event's C arguments
+# are `(skb, location, reason, ...)`, so the reason is `ctx->args[2]`.
+
+# %%
+DROPS = r"""
+BPF_HASH(reasons, u32, u64);
+
+RAW_TRACEPOINT_PROBE(kfree_skb) {
+    u32 reason = ctx->args[2];
+    reasons.increment(reason);
+    return 0;
+}
+"""
+
+with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    closed_port = probe.getsockname()[1]      # a port nobody listens on
+with Program(DROPS) as prog:
+    refused = 0
+    for _ in range(3):
+        try:
+            socket.create_connection(("127.0.0.1", closed_port), timeout=1).close()
+        except ConnectionRefusedError:
+            refused += 1
+    drops = {DROP_REASONS.get(k.value, str(k.value)): v.value for k, v in prog["reasons"].items()}
+print(f"connection refused {refused} times; NO_SOCKET drops seen: "
+      f"{'at least 3' if drops.get('NO_SOCKET', 0) >= 3 else drops.get('NO_SOCKET', 0)}")
+
+# %% tags=["nbval-ignore-output"]
+pd.Series(drops, name="drops while we connected").sort_values(ascending=False)
+
+# %% [markdown]
+# The program is machine-wide: other reasons in the table are other
+# programs' packets. `NOT_SPECIFIED` is a drop whose code path has not been
+# given a reason yet.
+
+# %% [markdown]
+# ## 6.7 The block layer
+#
+# A disk request's life: `block_bio_queue` (a bio enters the block layer),
+# `block_getrq` (it gets a request), `block_rq_insert` (into the I/O
+# scheduler's queue), `block_rq_issue` (to the driver), `block_rq_complete`
+# (the device is done). The last two bracket the device's own latency. Their
+# fields on this kernel:
+
+# %%
+issue, complete = tp_format("block", "block_rq_issue"), tp_format("block", "block_rq_complete")
+both = pd.concat([issue.iloc[4:].assign(event="issue"), complete.iloc[4:].assign(event="complete")])
+both.pivot_table(index="field", columns="event", values="declaration", aggfunc="first",
+                 sort=False).fillna("-")[["issue", "complete"]]
+
+# %% [markdown]
+# `rwbs` spells the request's kind: `R` read, `W` write, `D` discard, `F`
+# flush, followed by modifiers, `S` sync, `M` metadata, `A` readahead, `F`
+# forced unit access. We write 1 MiB to a fresh file, `fsync` it, and count
+# the requests each kind (machine-wide: anything else writing to the disk
+# meanwhile is counted too):
+
+# %%
+BLOCK_KINDS = r"""
+struct kind_t { char rwbs[8]; };
+BPF_HASH(requests, struct kind_t, u64);
+BPF_HASH(sectors, struct kind_t, u64);
+
+TRACEPOINT_PROBE(block, block_rq_issue) {
+    struct kind_t key = {};
+    __builtin_memcpy(&key.rwbs, args->rwbs, sizeof(key.rwbs));
+    requests.increment(key);
+    sectors.increment(key, args->nr_sector);
+    return 0;
+}
+"""
+
+# %% tags=["nbval-ignore-output"]
+with Program(BLOCK_KINDS) as prog, tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+    with open(Path(tmp) / "data", "wb") as f:
+        f.write(os.urandom(1 << 20))
+        f.flush()
+        os.fsync(f.fileno())
+    kinds = pd.DataFrame({
+        "requests": {k.rwbs.decode(): v.value for k, v in prog["requests"].items()},
+        "KiB": {k.rwbs.decode(): v.value // 2 for k, v in prog["sectors"].items()},
+    }).sort_values("KiB", ascending=False)
+kinds
+
+# %% [markdown]
+# The data (`W`/`WS`), the file system's journal, and flushes (`FF`, `FWS`
+# and friends: the `fsync` asks the device to make it durable). Latency
+# from `block_rq_issue` to `block_rq_complete` is Lab 6.3; here is a quick
+# look, timing requests by `{dev, sector}`, while we read the file back
+# with `O_DIRECT` (no page cache: every read goes to the disk).
+
+# %%
+BIO_LATENCY = r"""
+struct req_t { u32 dev; u32 pad; u64 sector; };
+BPF_HASH(start, struct req_t, u64);
+BPF_HISTOGRAM(latency_us);
+
+TRACEPOINT_PROBE(block, block_rq_issue) {
+    struct req_t key = {.dev = args->dev, .sector = args->sector};
+    u64 ts = bpf_ktime_get_ns();
+    start.update(&key, &ts);
+    return 0;
+}
+
+TRACEPOINT_PROBE(block, block_rq_complete) {
+    struct req_t key = {.dev = args->dev, .sector = args->sector};
+    u64 *ts = start.lookup(&key);
+    if (!ts)
+        return 0;
+    latency_us.increment(bpf_log2l((bpf_ktime_get_ns() - *ts) / 1000));
+    start.delete(&key);
+    return 0;
+}
+"""
+
+# %% tags=["nbval-ignore-output"]
+with Program(BIO_LATENCY) as prog, tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+    path = Path(tmp) / "data"
+    with open(path, "wb") as f:
+        f.write(os.urandom(4 << 20))
+        f.flush()
+        os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 64 << 10)
+    while os.readv(fd, [buf]):
+        pass
+    os.close(fd)
+    hist = log2_hist_df(prog["latency_us"])
+print(f"{hist['count'].sum()} requests")
+plot_log2_hist(hist, unit="us", title="block requests, issue to completion");
+
+# %%
+shutil.rmtree(loop_dir)
+
+# %% [markdown]
+# ## 6.8 BTF-typed tracepoints
+#
+# Since 5.5 there is a third kind, `tp_btf`: a raw tracepoint whose
+# arguments are typed from BTF, so a program can read `prev->pid` straight
+# from the `struct task_struct *` without copying it field by field, and the
+# verifier checks the types. libbpf attaches them (`SEC("tp_btf/sched_switch")`,
+# Chapter 10); BCC 0.26 cannot. With BCC, raw tracepoints plus kernel
+# headers do the same job, as long as the headers match the kernel (the
+# course's `Program` checks them against BTF for you).
+
+# %% [markdown]
+# ## Recap
+#
+# * Tracepoints are stable, documented hooks; their `format` files describe
+#   the fields this kernel really passes, and BCC builds `args` from them.
+# * `syscalls:sys_enter_<name>` watches one system call with typed
+#   arguments; `raw_syscalls:sys_enter` sees all of them with a number.
+# * Raw tracepoints skip building the record: cheaper, but you get the raw
+#   C arguments (`ctx->args[i]`) and read kernel structures yourself.
+# * Pairs of events make latencies: wakeup to switch-in is scheduling delay,
+#   issue to completion is device time. Key the start by what identifies the
+#   object (thread id, `{dev, sector}`), and delete it when used.
+#
+# **Questions to test yourself**
+#
+# 1. Why can a program that reads `args->filename` keep working on a kernel
+#    where the field moved to another offset?
+# 2. What does a raw tracepoint on `sys_enter` give you in `ctx->args[0]`,
+#    and why is it more work to read a system call's argument from there?
+# 3. A task leaves the CPU with `prev_state` 0x100. What happened, and is it
+#    waiting for a CPU?
+# 4. Why does counting on `raw_syscalls:sys_enter` slow down *every*
+#    process, and what would you attach to instead to watch only `openat`?
+# 5. Why key block requests by `{dev, sector}` and not by sector alone?
+#
+# ## Labs
+#
+# | lab | you build | open |
+# |---|---|---|
+# | 6.1 | a system call monitor: calls and errors per process and system call, from `raw_syscalls` | `labs/ch06/lab_6_1_syscall_monitor.ipynb` |
+# | 6.2 | run-queue latency per task (like `runqlat`), checked against the scheduler's own accounting, plotted | `labs/ch06/lab_6_2_runqlat.ipynb` |
+# | 6.3 | block I/O latency (like `biolatency`), checked request by request against O_DIRECT reads, plotted | `labs/ch06/lab_6_3_biolatency.ipynb` |
