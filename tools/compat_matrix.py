@@ -3,9 +3,10 @@
     python tools/compat_matrix.py out.md "6.18 host=host.xml" "6.1 VM=vm-bookworm.xml" ...
 
 Each argument after the output names a kernel and the pytest `--junitxml`
-file of its run. Rows are chapter notebooks and labs; a lab passes on a kernel
-when its solution passed and its starter and every wrong solution failed
-their check, as tests/test_labs.py asserts.
+file of its run (made with `-o junit_logging=system-out`, so that the PASS
+lines of the labs are in it). Two tables come out: the features each kernel
+has (tests/test_expected_features.py tries each one), and every chapter
+notebook and lab, with what was run and what attached.
 """
 from __future__ import annotations
 
@@ -13,26 +14,46 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 
 
-def outcomes(xml_path: Path) -> dict[str, list[tuple[str, str]]]:
-    """row -> [(outcome, reason)] for one run."""
-    rows: dict[str, list[tuple[str, str]]] = defaultdict(list)
+@dataclass
+class Run:
+    """What one kernel's run showed."""
+    rows: dict[str, list[tuple[str, str, str]]] = field(default_factory=lambda: defaultdict(list))
+    features: dict[str, str] = field(default_factory=dict)
+    how: dict[str, str] = field(default_factory=dict)      # lab -> what attached
+
+
+def read(xml_path: Path) -> Run:
+    run = Run()
     for case in ET.parse(xml_path).getroot().iter("testcase"):
         name, cls = case.get("name", ""), case.get("classname", "")
+        if name.startswith("test_feature["):
+            prop = case.find("properties/property[@name='feature']")
+            run.features[name[len("test_feature["):-1]] = (
+                prop.get("value", "") if prop is not None else _outcome(case)[0])
+            continue
         row = _row(cls, name)
         if not row:
             continue
-        if case.find("failure") is not None or case.find("error") is not None:
-            rows[row].append((FAILED, ""))
-        elif (sk := case.find("skipped")) is not None:
-            rows[row].append((SKIPPED, (sk.get("message") or "").strip()))
-        else:
-            rows[row].append((PASSED, ""))
-    return rows
+        outcome, reason = _outcome(case)
+        run.rows[row].append((outcome, reason, _kind(name)))
+        out = case.findtext("system-out") or ""
+        if outcome == PASSED and (m := re.search(r"^PASS lab .*$", out, re.M)):
+            run.how[row] = _attached(m.group(0))
+    return run
+
+
+def _outcome(case: ET.Element) -> tuple[str, str]:
+    if case.find("failure") is not None or case.find("error") is not None:
+        return FAILED, ""
+    if (sk := case.find("skipped")) is not None:
+        return SKIPPED, (sk.get("message") or "").strip()
+    return PASSED, ""
 
 
 def _row(cls: str, name: str) -> str:
@@ -45,16 +66,38 @@ def _row(cls: str, name: str) -> str:
     return ""
 
 
-def verdict(results: list[tuple[str, str]]) -> str:
+def _kind(name: str) -> str:
+    for kind in ("solution", "starter", "wrong"):
+        if f"test_{kind}" in name or (kind == "starter" and "untouched_starter" in name):
+            return kind
+    return "cell"
+
+
+def _attached(pass_line: str) -> str:
+    """From a lab's PASS line: which variant really attached (chapter 5)."""
+    if "kprobe on " in pass_line:
+        return "kprobe attached"
+    if "NOT attached" in pass_line:
+        return "tracepoint fallback"
+    return ""
+
+
+def verdict(results: list[tuple[str, str, str]], how: str) -> str:
     if not results:
         return "not run"
-    if any(o == FAILED for o, _ in results):
+    if any(o == FAILED for o, _, _ in results):
         return "**failed**"
-    if all(o == SKIPPED for o, _ in results):
+    if all(o == SKIPPED for o, _, _ in results):
         reason = results[0][1].replace("|", "/")[:80]
         return f"skipped ({reason})" if reason else "skipped"
-    n_skipped = sum(o == SKIPPED for o, _ in results)
-    return "passed" + (f" ({n_skipped} skipped)" if n_skipped else "")
+    kinds = {k for o, _, k in results if o == PASSED}
+    notes = [how] if how else []
+    if "solution" in kinds and not kinds & {"starter", "wrong"}:
+        notes.append("solution only")
+    n_skipped = sum(o == SKIPPED for o, _, _ in results)
+    if n_skipped:
+        notes.append(f"{n_skipped} skipped")
+    return PASSED + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _sort_key(row: str) -> tuple:
@@ -63,17 +106,40 @@ def _sort_key(row: str) -> tuple:
     return (int(major), 0 if kind == "chapter" else 1, int(minor or 0))
 
 
-def render(runs: list[tuple[str, dict]]) -> str:
-    all_rows = sorted({r for _, rows in runs for r in rows}, key=_sort_key)
+def _feature_cell(value: str) -> str:
+    if value == "available":
+        return "yes"
+    if not value:
+        return "not tried"
+    return "no: " + value.removeprefix("missing: ").replace("|", "/")[:70]
+
+
+def render(runs: list[tuple[str, Run]]) -> str:
     head = "| | " + " | ".join(name for name, _ in runs) + " |"
     sep = "|---|" + "---|" * len(runs)
     lines = ["# Kernel compatibility", "",
-             "Generated by `tools/compat_matrix.py` from the JUnit XML of real runs in CI: "
-             "the host kernel, and stock Debian kernels in the course VM (`vm/course_vm.py`). "
-             "A lab passes when its solution passes its check and its starter and every "
-             "plausible wrong solution fail it. Do not edit by hand.", "", head, sep]
+             "Generated by `tools/compat_matrix.py` from the JUnit XML of real runs in CI "
+             "(`.ci/run`): this machine's kernel, stock Debian kernels in the course VM "
+             "(`vm/course_vm.py`) and the course container. Do not edit by hand.", "",
+             "## Features", "",
+             "Each feature was tried by loading and attaching a real program "
+             "(`tests/test_expected_features.py`).", "", head, sep]
+    names = list(dict.fromkeys(f for _, run in runs for f in run.features))
+    for f in names:
+        lines.append(f"| {f} | " + " | ".join(_feature_cell(run.features.get(f, ""))
+                                               for _, run in runs) + " |")
+    lines += ["", "## Chapters and labs", "",
+              "A lab *passed* when its solution passed its check and its untouched starter "
+              "and every plausible wrong solution failed it; *solution only* means only the "
+              "solution ran there (emulation is slow). A notebook passed when every cell ran "
+              "(with its reference outputs on the host). In chapter 5, *kprobe attached* "
+              "means the kprobe variant was attached and judged; *tracepoint fallback* "
+              "means it was only verified, and the tracepoint variant was judged.", "",
+              head, sep]
+    all_rows = sorted({r for _, run in runs for r in run.rows}, key=_sort_key)
     for row in all_rows:
-        lines.append(f"| {row} | " + " | ".join(verdict(rows.get(row, [])) for _, rows in runs) + " |")
+        lines.append(f"| {row} | " + " | ".join(verdict(run.rows.get(row, []), run.how.get(row, ""))
+                                                 for _, run in runs) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -82,7 +148,7 @@ def main(argv: list[str]) -> int:
     runs = []
     for spec in specs:
         name, _, path = spec.rpartition("=")
-        runs.append((name, outcomes(Path(path)) if Path(path).exists() else {}))
+        runs.append((name, read(Path(path)) if Path(path).exists() else Run()))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(runs))
     print(f"wrote {out}")

@@ -107,8 +107,13 @@ def build(suite: str) -> Path:
 def _provision_rootfs(rootfs: Path) -> None:
     """Run scripts/provision.sh --image inside the new root, like any machine."""
     w = rootfs / "w"
-    shutil.copytree(ROOT, w, ignore=shutil.ignore_patterns(".venv", ".git", "vm", "__pycache__",
-                                                           "*.ipynb"))
+    try:     # the tree may be in use (CI builds images while the host tests run)
+        shutil.copytree(ROOT, w, ignore=shutil.ignore_patterns(
+            ".venv", ".git", "vm", "build", ".hypothesis", ".pytest_cache", "__pycache__",
+            "*.egg-info", "*.ipynb"))
+    except shutil.Error as e:
+        if not all("No such file" in str(err) for err in e.args[0]):
+            raise
     shutil.copy(ROOT / "vm" / "init.sh", rootfs / "usr/local/sbin/course-vm-init")
     os.chmod(rootfs / "usr/local/sbin/course-vm-init", 0o755)
     # This build machine's network setup (resolver, CA bundle for a TLS proxy, pip config).

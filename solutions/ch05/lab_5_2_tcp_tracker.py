@@ -43,7 +43,9 @@
 #   order: use `bpf_ntohs`) and `skc_state` (the *old* state: the function has
 #   not changed it yet). A kprobe sees only calls to *that* function: the
 #   `SYN_RECV` of an accepted socket is set elsewhere (`inet_sk_set_state`),
-#   so the kprobe variant misses it, and the check allows that.
+#   and where the compiler *inlined* it into a caller (kernel 6.12 inlines it
+#   into `tcp_done()`, so the final `CLOSE`), there is no call to probe. The
+#   kprobe variant misses those, and the check allows exactly those.
 # * At `CLOSE -> SYN_SENT` the kernel has not chosen the source port yet: the
 #   4-tuple is incomplete. Key the map by the **socket address**, and refresh
 #   addresses and ports on every change.
