@@ -14,6 +14,7 @@ from ..doctor import CAPS, capabilities, kernel_config
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
 from ..workload import Executables, unique_name
+from . import has_table
 
 
 def _key_text(key) -> str:
@@ -35,7 +36,7 @@ def check_hello(program: str) -> str:
     want = {unique_name("ebt"): 5, unique_name("ebt"): 3}
     try:
         with Program(program, name="lab 1.1") as prog, Executables(list(want)) as exe:
-            expect(_has_table(prog, "execs"), "1.1",
+            expect(has_table(prog, "execs"), "1.1",
                    "your program has no map named `execs`",
                    "declare it: BPF_HASH(execs, struct fname_t, u64);")
             for name, times in want.items():
@@ -60,14 +61,6 @@ def check_hello(program: str) -> str:
         expect(got == times, "1.1", f"{path} was executed {times} times; `execs` says {got}",
                "count once per sys_enter_execve event, keyed by the file name")
     return f"counted {sum(want.values())} execs of 2 fresh programs exactly"
-
-
-def _has_table(prog, name: str) -> bool:
-    try:
-        prog[name]
-        return True
-    except KeyError:
-        return False
 
 
 # -------------------------------------------------------------------- 1.2 --

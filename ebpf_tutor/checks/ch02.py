@@ -19,6 +19,7 @@ from ..labs import LabFailed, expect, lab
 from ..net import VethPair, inside
 from ..program import Program, close_all
 from ..workload import unique_name
+from . import require_table
 
 
 # ---------------------------------------------------------------- helpers --
@@ -29,14 +30,6 @@ def _text(value) -> str:
     if isinstance(value, ct.Array) and value._type_ is ct.c_char:
         return value.value.decode(errors="replace")
     return str(value)
-
-
-def _table(prog, name: str, lab_id: str, declare: str):
-    try:
-        return prog[name]
-    except KeyError:
-        raise LabFailed(lab_id, f"your program has no map named `{name}`",
-                        f"declare it: {declare}") from None
 
 
 def _fields(ctype) -> list[str]:
@@ -106,7 +99,8 @@ def check_process_counter(program: str) -> str:
             shutil.copy(binary, d / name)
         try:
             with Program(program, name="lab 2.1") as prog:
-                table = _table(prog, "writes", "2.1", "BPF_HASH(writes, struct proc_t, u64);")
+                table = require_table(prog, "writes", "2.1",
+                                      "declare it: BPF_HASH(writes, struct proc_t, u64);")
                 expect({"pid", "comm"} <= set(_fields(table.Key)), "2.1",
                        f"the key of `writes` has fields {_fields(table.Key)}",
                        "key the map by `struct proc_t { u32 pid; char comm[16]; }`")
@@ -209,7 +203,7 @@ def check_packet_sizes(program: str, attach) -> str:
         with VethPair() as pair:
             quiet_link(pair)
             prog = Program(program, name="lab 2.2")
-            table = _table(prog, "sizes", "2.2", "BPF_HISTOGRAM(sizes);")
+            table = require_table(prog, "sizes", "2.2", "declare it: BPF_HISTOGRAM(sizes);")
             with inside(pair.ns["b"]):
                 attach(prog, pair.ifname["b"])
                 rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # so b sends no ICMP back
@@ -336,7 +330,7 @@ def check_stack_traces(program: str, start, folded) -> str:
         binary = compile_c(source, d / f"ebt{token}")
         try:
             prog = Program(program, name="lab 2.3")
-            _table(prog, "stacks", "2.3", "BPF_STACK_TRACE(stacks, 4096);")
+            require_table(prog, "stacks", "2.3", "declare it: BPF_STACK_TRACE(stacks, 4096);")
             start(prog)
             expect(bool(getattr(prog, "open_perf_events", None)), "2.3",
                    "start() attached nothing to a perf event",

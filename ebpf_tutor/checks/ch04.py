@@ -18,6 +18,7 @@ from ..program import Program, close_all
 from ..targets import (TargetDir, blocked_in_read, in_initial_pid_namespace, read_line, stop,
                        thread_states, wait_for)
 from ..workload import unique_name
+from . import require_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,14 +33,6 @@ def _require_host_pids(lab_id: str) -> None:
            "the check's processes see other ones, so they cannot be compared",
            "run the container with --pid=host (as the course's Dockerfile says), "
            "or use the course VM")
-
-
-def _table(prog, name: str, lab_id: str, declare: str):
-    try:
-        return prog[name]
-    except KeyError:
-        raise LabFailed(lab_id, f"your program has no map named `{name}`",
-                        f"declare it: {declare}") from None
 
 
 # -------------------------------------------------------------------- 4.1 --
@@ -98,7 +91,8 @@ def check_process_tree(program: str) -> str:
         argv, codes = _tree_plan(paths, rng)
         try:
             with Program(program, name="lab 4.1") as prog:
-                table = _table(prog, "events", "4.1", "BPF_RINGBUF_OUTPUT(events, 64);")
+                table = require_table(prog, "events", "4.1",
+                                      "declare it: BPF_RINGBUF_OUTPUT(events, 64);")
                 expect(type(table).__name__ in ("RingBuf", "PerfEventArray"), "4.1",
                        f"`events` is a {type(table).__name__}, not a ring buffer",
                        "declare it with BPF_RINGBUF_OUTPUT(events, 64);")
@@ -177,7 +171,7 @@ BLOCKED_S = 0.02      # the target's second thread waits at least this long in r
 
 
 def _hist(prog, name: str) -> dict[int, int]:
-    table = _table(prog, name, "4.2", f"BPF_HISTOGRAM({name});")
+    table = require_table(prog, name, "4.2", f"declare it: BPF_HISTOGRAM({name});")
     counts: dict[int, int] = {}
     for k, v in table.items():
         counts[int(k.value)] = counts.get(int(k.value), 0) + int(v.value)
@@ -329,7 +323,8 @@ def check_memory_profiler(program: str, attach) -> str:
                 if read_line(p) != "ready":
                     raise RuntimeError("the check's allocator did not start")
             with Program(program, name="lab 4.3") as prog:
-                table = _table(prog, "outstanding", "4.3", "BPF_HASH(outstanding, u32, s64);")
+                table = require_table(prog, "outstanding", "4.3",
+                                      "declare it: BPF_HASH(outstanding, u32, s64);")
                 attach(prog, target.pid)
                 for p in procs:
                     p.stdin.write(b"go\n")

@@ -27,16 +27,9 @@ from .. import features
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
 from ..workload import unique_name
+from . import has_table
 
 Judge = Callable[[Program, str], str]
-
-
-def _has_table(prog: Program, name: str) -> bool:
-    try:
-        prog[name]
-        return True
-    except KeyError:
-        return False
 
 
 def _verify_only(lab_id: str, source: str) -> int:
@@ -148,7 +141,7 @@ def _opens_work(ok_path: str, n_ok: int, n_fail: int) -> Callable[[], None]:
 
 
 def _judge_opens(prog: Program, how: str) -> str:
-    expect(_has_table(prog, "opens"), "5.1", "your program has no map named `opens`",
+    expect(has_table(prog, "opens"), "5.1", "your program has no map named `opens`",
            "declare it: BPF_HASH(opens, u32, struct stats_t);")
     n_ok, n_fail = random.randint(3, 9), random.randint(2, 6)
 
@@ -259,7 +252,7 @@ def _tcp_workload(n: int) -> tuple[int, int, list[int]]:
 
 
 def _judge_tcp(prog: Program, how: str) -> str:
-    expect(_has_table(prog, "conns"), "5.2", "your program has no map named `conns`",
+    expect(has_table(prog, "conns"), "5.2", "your program has no map named `conns`",
            "declare it: BPF_HASH(conns, u64, struct conn_t);")
     n = random.randint(2, 4)
     pid, port, ports = _tcp_workload(n)
@@ -398,7 +391,7 @@ def _contention(n_threads: int, hold_us: int) -> tuple[int, int, dict[int, int]]
 
 
 def _judge_locks(prog: Program, how: str) -> str:
-    expect(_has_table(prog, "waits"), "5.3", "your program has no map named `waits`",
+    expect(has_table(prog, "waits"), "5.3", "your program has no map named `waits`",
            "declare it: BPF_HASH(waits, struct wait_key_t, struct wait_t);")
     n, hold_us = random.randint(3, 4), random.randint(40, 60) * 1000
     pid, mutex, waited = _contention(n, hold_us)

@@ -23,15 +23,8 @@ from typing import Callable
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
 from ..workload import unique_name
+from . import has_table
 from .ch05 import GatedChild
-
-
-def _has_table(prog: Program, name: str) -> bool:
-    try:
-        prog[name]
-        return True
-    except KeyError:
-        return False
 
 
 def _log2_slot(value: int) -> int:
@@ -83,7 +76,7 @@ def check_syscall_monitor(program: str) -> str:
          [("getppid", 5, 15), ("fail", 2, 6), ("ok", 2, 5), ("umask", 3, 9)]}
     try:
         with Program(program, name="lab 6.1") as prog:
-            expect(_has_table(prog, "counts"), "6.1", "your program has no map named `counts`",
+            expect(has_table(prog, "counts"), "6.1", "your program has no map named `counts`",
                    "declare it: BPF_HASH(counts, struct key_t, struct val_t);")
 
             def snapshot() -> dict[tuple[int, int], tuple[int, int]]:
@@ -172,7 +165,7 @@ def check_runqlat(program: str) -> str:
     pids: dict[int, str] = {}
     try:
         with Program(program, name="lab 6.2") as prog:
-            expect(_has_table(prog, "dist"), "6.2", "your program has no map named `dist`",
+            expect(has_table(prog, "dist"), "6.2", "your program has no map named `dist`",
                    "declare it: BPF_HISTOGRAM(dist, struct hist_key_t);")
             saved = os.sched_getaffinity(0)
             os.sched_setaffinity(0, {min(saved)})          # children inherit one CPU
@@ -315,7 +308,7 @@ def check_biolatency(program: str) -> str:
     try:
         with Program(program, name="lab 6.3") as prog:
             for table in ("dist", "recent"):
-                expect(_has_table(prog, table), "6.3", f"your program has no map named `{table}`",
+                expect(has_table(prog, table), "6.3", f"your program has no map named `{table}`",
                        "keep the declarations of the starter: BPF_HISTOGRAM(dist) and the "
                        "`recent` LRU hash")
             dev, sectors, took = _direct_reads(folder, n)

@@ -17,6 +17,7 @@ from .. import net, xdp
 from ..errors import BpfError
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
+from . import has_table
 
 
 def _load(lab_id: str, program: str, fn_name: str, cflags: list[str]) -> Program:
@@ -136,7 +137,7 @@ def check_load_balancer(program: str) -> str:
         with net.Star(["client", *LB_BACKENDS], hub="lb") as lan, \
                 _load("7.2", program, "xdp_lb", cflags) as prog:
             lan.add_route("lb", LB_VIP + "/32", kind="blackhole")
-            expect(_has_table(prog, "backends"), "7.2", "your program has no map named `backends`",
+            expect(has_table(prog, "backends"), "7.2", "your program has no map named `backends`",
                    "keep the declaration BPF_ARRAY(backends, struct backend, 8);")
             table = prog["backends"]
             for i, name in enumerate(LB_BACKENDS):
@@ -205,14 +206,6 @@ def _lb_hint(exchanges: list[net.Exchange], servers: list[net.TcpServer]) -> str
             "backend from the flow (addresses and ports), never per packet")
 
 
-def _has_table(prog, name: str) -> bool:
-    try:
-        prog[name]
-        return True
-    except KeyError:
-        return False
-
-
 # -------------------------------------------------------------------- 7.3 --
 SAMPLE_FRAMES, SNAP_LEN, SIGMAS = 3000, 64, 4.5
 
@@ -247,7 +240,7 @@ def check_sampling(program: str, decode) -> str:
     try:
         with net.VethPair(quiet=True) as lab, \
                 _load("7.3", program, "xdp_sample", [f"-DSAMPLE_RATE={rate}"]) as prog:
-            expect(_has_table(prog, "samples"), "7.3", "your program has no ring buffer `samples`",
+            expect(has_table(prog, "samples"), "7.3", "your program has no ring buffer `samples`",
                    "keep BPF_RINGBUF_OUTPUT(samples, 64);")
             frames = _sample_frames(lab, dport=random.randrange(9000, 10000))
             prog["samples"].open_ring_buffer(lambda _c, data, size: raw.append(ct.string_at(data, size)))

@@ -16,6 +16,9 @@ from .. import flows, net, packets, tc
 from ..errors import BpfError
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
+from . import require_table
+
+KEEP = "keep the declaration "      # the start of a missing map's hint
 
 
 def _load(lab_id: str, program: str, fn_name: str, cflags: list[str] | None = None) -> Program:
@@ -30,14 +33,6 @@ def _load(lab_id: str, program: str, fn_name: str, cflags: list[str] | None = No
                             f"keep the name the lab gives: int {fn_name}(struct __sk_buff *skb)")
         raise
     return prog
-
-
-def _table(lab_id: str, prog: Program, name: str, declaration: str):
-    try:
-        return prog[name]
-    except KeyError:
-        raise LabFailed(lab_id, f"your program has no map named `{name}`",
-                        f"keep the declaration {declaration}") from None
 
 
 def _mb(rate: float) -> str:
@@ -138,7 +133,8 @@ def check_firewall(program: str) -> str:
     u_block, u_open, both, t_open = ports       # `both`: blocked for TCP, open for UDP
     try:
         with net.VethPair() as lab, _load("8.2", program, "tc_firewall") as prog:
-            rules = _table("8.2", prog, "rules", "BPF_HASH(rules, struct rule, u64, 64);")
+            rules = require_table(prog, "rules", "8.2",
+                                  KEEP + "BPF_HASH(rules, struct rule, u64, 64);")
             a, b, ip_b = lab.ns["a"], lab.ns["b"], lab.ip_b
             for proto, port in ((IPPROTO_UDP, u_block), (IPPROTO_TCP, both), (IPPROTO_ICMP, 0)):
                 rules[_rule(rules, proto, port)] = rules.Leaf(0)
@@ -222,14 +218,14 @@ DELAY_MS, LOSS_PCT, PROBES = 25, 30, 120
 
 
 def _set_config(prog: Program, delay_ns: int, loss_pct: int, port: int) -> None:
-    cfg = _table("8.3", prog, "config", "BPF_ARRAY(config, struct chaos, 1);")
+    cfg = require_table(prog, "config", "8.3", KEEP + "BPF_ARRAY(config, struct chaos, 1);")
     leaf = cfg.Leaf()
     leaf.delay_ns, leaf.loss_pct, leaf.port = delay_ns, loss_pct, port
     cfg[ct.c_int(0)] = leaf
 
 
 def _counters(prog: Program) -> list[int]:
-    t = _table("8.3", prog, "stats", "BPF_ARRAY(stats, u64, 3);")
+    t = require_table(prog, "stats", "8.3", KEEP + "BPF_ARRAY(stats, u64, 3);")
     return [t[ct.c_int(i)].value for i in range(3)]
 
 

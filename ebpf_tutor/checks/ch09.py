@@ -23,6 +23,9 @@ from pathlib import Path
 from ..cgroup import ScratchCgroup
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
+from . import require_table
+
+KEEP = "keep the given declaration: "  # the start of a missing map's hint
 
 # The probe: runs a list of actions and prints one verdict per action
 # ("ok", or the errno name such as "EPERM"), as a JSON list.
@@ -168,14 +171,6 @@ class UdpSinks:
         self.close()
 
 
-def table(prog, name: str, lab_id: str, declaration: str):
-    try:
-        return prog[name]
-    except KeyError:
-        raise LabFailed(lab_id, f"your program has no map named `{name}`",
-                        f"keep the given declaration: {declaration}") from None
-
-
 def put(tbl, key, value) -> None:
     """tbl[key] = value, whatever integer types the map was declared with."""
     tbl[tbl.Key(key) if isinstance(key, int) else key] = tbl.Leaf(value)
@@ -199,8 +194,10 @@ def check_policy(program: str, attach_policy) -> str:
             t_block, t_ok, t_from, t_to = tcp.ports
             u_block, u_ok = udp.ports
             prog = Program(program, name="lab 9.1")
-            blocked = table(prog, "blocked_ports", lab_id, "BPF_HASH(blocked_ports, u16, u8);")
-            redirects = table(prog, "redirects", lab_id, "BPF_HASH(redirects, u16, u16);")
+            blocked = require_table(prog, "blocked_ports", lab_id,
+                                    KEEP + "BPF_HASH(blocked_ports, u16, u8);")
+            redirects = require_table(prog, "redirects", lab_id,
+                                      KEEP + "BPF_HASH(redirects, u16, u16);")
             put(blocked, t_block, 1)
             put(blocked, u_block, 1)
             put(redirects, t_from, t_to)
@@ -292,7 +289,7 @@ IP_UDP_HEADERS = 28
 
 
 def usage_of(prog, lab_id: str) -> dict[int, dict[str, int]]:
-    tbl = table(prog, "usage", lab_id, "BPF_HASH(usage, u64, struct usage_t);")
+    tbl = require_table(prog, "usage", lab_id, KEEP + "BPF_HASH(usage, u64, struct usage_t);")
     out = {}
     for k, v in tbl.items():
         missing = [f for f in FIELDS if not hasattr(v, f)]
@@ -315,7 +312,7 @@ def check_monitor(program: str, attach_monitor) -> str:
         with ScratchCgroup("lab92") as parent, UdpSinks(1) as sink:
             a, b = parent.child("a"), parent.child("b")
             prog = Program(program, name="lab 9.2")
-            table(prog, "usage", lab_id, "BPF_HASH(usage, u64, struct usage_t);")
+            require_table(prog, "usage", lab_id, KEEP + "BPF_HASH(usage, u64, struct usage_t);")
             attach_monitor(prog, parent)
             attached(parent, lab_id, "attach_monitor")
             rx = b.spawn([sys.executable, "-c", RECEIVER, str(n_a), str(sink.ports[0]), str(n_b),
@@ -396,10 +393,11 @@ def check_sandbox(program: str, attach_sandbox) -> str:
                 tempfile.TemporaryDirectory(prefix="ebt-lab93-") as tmp:
             p_deny, p_ok = tcp.ports
             prog = Program(program, name="lab 9.3")
-            devs = table(prog, "deny_dev", lab_id, "BPF_HASH(deny_dev, struct dev_key, u8);")
-            ports = table(prog, "deny_port", lab_id, "BPF_HASH(deny_port, u16, u8);")
-            sysctls = table(prog, "deny_sysctl", lab_id,
-                            "BPF_HASH(deny_sysctl, struct sysctl_key, u8);")
+            devs = require_table(prog, "deny_dev", lab_id,
+                                 KEEP + "BPF_HASH(deny_dev, struct dev_key, u8);")
+            ports = require_table(prog, "deny_port", lab_id, KEEP + "BPF_HASH(deny_port, u16, u8);")
+            sysctls = require_table(prog, "deny_sysctl", lab_id,
+                                    KEEP + "BPF_HASH(deny_sysctl, struct sysctl_key, u8);")
             put(devs, devs.Key(dev_deny[1], dev_deny[2]), 1)
             put(ports, p_deny, 1)
             key = sysctls.Key()
