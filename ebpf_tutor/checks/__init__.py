@@ -2,6 +2,9 @@
 few helpers they share."""
 from __future__ import annotations
 
+from typing import Callable
+
+from ..errors import BpfError
 from ..labs import LabFailed
 from ..program import Program
 
@@ -23,3 +26,19 @@ def require_table(prog: Program, name: str, lab_id: str, hint: str):
     except KeyError:
         raise LabFailed(lab_id, f"your program has no map named `{name}`", hint) from None
 
+
+def load_packet_program(lab_id: str, program: str, fn_name: str, load: Callable,
+                        ctx: str, cflags: list[str] | None = None) -> Program:
+    """Compile the learner's program and load its function `fn_name` with
+    `load` (xdp.load, tc.load: the verifier runs here). A missing function is
+    a failing verdict that names the signature `int fn_name(ctx)`."""
+    prog = Program(program, cflags=cflags or [], name=f"lab {lab_id}")
+    try:
+        load(prog, fn_name)
+    except BpfError as e:
+        if "Unknown program" in e.summary:
+            prog.close()
+            raise LabFailed(lab_id, f"your program has no function {fn_name}",
+                            f"keep the name the lab gives: int {fn_name}({ctx})")
+        raise
+    return prog

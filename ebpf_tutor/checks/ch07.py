@@ -14,24 +14,14 @@ import struct
 import time
 
 from .. import net, xdp
-from ..errors import BpfError
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
-from . import has_table
+from . import has_table, load_packet_program
 
 
 def _load(lab_id: str, program: str, fn_name: str, cflags: list[str]) -> Program:
     """Compile the learner's program and load its XDP function (verifier included)."""
-    prog = Program(program, cflags=cflags, name=f"lab {lab_id}")
-    try:
-        xdp.load(prog, fn_name)
-    except BpfError as e:
-        if "Unknown program" in e.summary:
-            prog.close()
-            raise LabFailed(lab_id, f"your program has no function {fn_name}",
-                            f"keep the name the lab gives: int {fn_name}(struct xdp_md *ctx)")
-        raise
-    return prog
+    return load_packet_program(lab_id, program, fn_name, xdp.load, "struct xdp_md *ctx", cflags)
 
 
 def _pct(part: int, whole: int) -> str:

@@ -13,26 +13,17 @@ import random
 import time
 
 from .. import flows, net, packets, tc
-from ..errors import BpfError
-from ..labs import LabFailed, expect, lab
+from ..labs import expect, lab
 from ..program import Program, close_all
-from . import require_table
+from . import load_packet_program, require_table
 
 KEEP = "keep the declaration "      # the start of a missing map's hint
 
 
 def _load(lab_id: str, program: str, fn_name: str, cflags: list[str] | None = None) -> Program:
     """Compile the learner's program and load its TC function (verifier included)."""
-    prog = Program(program, cflags=cflags or [], name=f"lab {lab_id}")
-    try:
-        tc.load(prog, fn_name)
-    except BpfError as e:
-        if "Unknown program" in e.summary:
-            prog.close()
-            raise LabFailed(lab_id, f"your program has no function {fn_name}",
-                            f"keep the name the lab gives: int {fn_name}(struct __sk_buff *skb)")
-        raise
-    return prog
+    return load_packet_program(lab_id, program, fn_name, tc.load, "struct __sk_buff *skb",
+                               cflags)
 
 
 def _mb(rate: float) -> str:
