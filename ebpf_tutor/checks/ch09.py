@@ -98,28 +98,37 @@ def probe(cg: ScratchCgroup | None, actions: list[list], lab_id: str,
     return verdicts
 
 
-class Listeners:
-    """TCP listening sockets on 127.0.0.1, ports chosen by the kernel."""
+class _LoopbackSockets:
+    """Sockets of one kind on 127.0.0.1, ports chosen by the kernel, that
+    count what arrives on each (a subclass says how one arrival is taken)."""
+
+    kind = socket.SOCK_STREAM
 
     def __init__(self, n: int):
         self.socks = []
         for _ in range(n):
-            s = socket.socket()
+            s = socket.socket(socket.AF_INET, self.kind)
             s.bind(("127.0.0.1", 0))
-            s.listen(16)
+            self._open(s)
             s.setblocking(False)
             self.socks.append(s)
         self.ports = [s.getsockname()[1] for s in self.socks]
 
-    def accepted(self) -> list[int]:
-        """How many connections each listener received since the last call."""
+    def _open(self, s: socket.socket) -> None:
+        """Make a freshly bound socket ready to receive."""
+
+    def _take(self, s: socket.socket) -> None:
+        """Take one arrival off `s`; BlockingIOError when there is none."""
+        raise NotImplementedError
+
+    def _counts(self) -> list[int]:
+        """How many arrivals each socket had since the last call."""
         counts = []
         for s in self.socks:
             n = 0
             with contextlib.suppress(BlockingIOError):
                 while True:
-                    conn, _ = s.accept()
-                    conn.close()
+                    self._take(s)
                     n += 1
             counts.append(n)
         return counts
@@ -128,47 +137,40 @@ class Listeners:
         for s in self.socks:
             s.close()
 
-    def __enter__(self) -> "Listeners":
+    def __enter__(self) -> "_LoopbackSockets":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-class UdpSinks:
+class Listeners(_LoopbackSockets):
+    """TCP listening sockets on 127.0.0.1, ports chosen by the kernel."""
+
+    def _open(self, s: socket.socket) -> None:
+        s.listen(16)
+
+    def _take(self, s: socket.socket) -> None:
+        conn, _ = s.accept()
+        conn.close()
+
+    def accepted(self) -> list[int]:
+        """How many connections each listener received since the last call."""
+        return self._counts()
+
+
+class UdpSinks(_LoopbackSockets):
     """UDP sockets on 127.0.0.1 that count datagrams and bytes."""
 
-    def __init__(self, n: int):
-        self.socks = []
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("127.0.0.1", 0))
-            s.setblocking(False)
-            self.socks.append(s)
-        self.ports = [s.getsockname()[1] for s in self.socks]
+    kind = socket.SOCK_DGRAM
+
+    def _take(self, s: socket.socket) -> None:
+        s.recv(65535)
 
     def received(self, settle: float = 0.1) -> list[int]:
         """Datagrams each socket received since the last call."""
         time.sleep(settle)       # loopback delivery may finish in a softirq just after sendto
-        counts = []
-        for s in self.socks:
-            n = 0
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    s.recv(65535)
-                    n += 1
-            counts.append(n)
-        return counts
-
-    def close(self) -> None:
-        for s in self.socks:
-            s.close()
-
-    def __enter__(self) -> "UdpSinks":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        return self._counts()
 
 
 def put(tbl, key, value) -> None:
