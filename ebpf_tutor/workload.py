@@ -12,8 +12,10 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 
 def unique_name(prefix: str = "ebt") -> str:
@@ -71,3 +73,62 @@ def loop_getppid(times: int) -> None:
     """Make exactly `times` getppid() system calls from this process."""
     for _ in range(times):
         os.getppid()
+
+
+class GatedChild:
+    """A fresh process that waits for `go()`, then runs `work` in two threads
+    at once and reports back. Whatever the fork itself costs in system calls
+    (at-fork handlers of the libraries loaded here) happens before `go()`, so
+    a check can snapshot its counters first and judge only the difference.
+
+        with GatedChild(work) as child:
+            before = snapshot(child.pid)
+            tid = child.go()                  # the second thread's id
+            after = snapshot(child.pid)
+    """
+
+    def __init__(self, work: Callable[[], None]):
+        go_r, self._go_w = os.pipe()
+        self._done_r, done_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child
+            try:
+                os.close(self._go_w)             # so that a dead parent means EOF here
+                os.close(self._done_r)
+                os.write(done_w, b"r")           # ready: nothing more happens before go
+                if os.read(go_r, 1) == b"x":
+                    tids: list[int] = []
+                    th = threading.Thread(target=lambda: (
+                        tids.append(threading.get_native_id()), work()))
+                    th.start()
+                    work()
+                    th.join()
+                    os.write(done_w, str(tids[0]).encode())
+            finally:
+                os._exit(0)
+        os.close(go_r)
+        os.close(done_w)
+        self.tid = 0
+        self._reaped = False
+        os.read(self._done_r, 1)                 # wait until the child is ready
+
+    def go(self) -> int:
+        """Let the child work; returns the id of its second thread once it is done."""
+        os.write(self._go_w, b"x")
+        self.tid = int(os.read(self._done_r, 32) or 0)
+        self.close()
+        return self.tid
+
+    def close(self) -> None:
+        if self._reaped:
+            return
+        self._reaped = True
+        os.close(self._go_w)                     # a child still waiting reads EOF and exits
+        os.waitpid(self.pid, 0)
+        os.close(self._done_r)
+
+    def __enter__(self) -> "GatedChild":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

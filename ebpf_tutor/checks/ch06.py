@@ -22,9 +22,8 @@ from typing import Callable
 
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
-from ..workload import unique_name
+from ..workload import GatedChild, unique_name
 from . import has_table
-from .ch05 import GatedChild
 
 
 def _log2_slot(value: int) -> int:
