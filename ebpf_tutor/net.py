@@ -37,6 +37,8 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 from pyroute2 import NetNS, netns
 
+from . import packets
+
 PREFIX = "ebt-"
 _counter = itertools.count()
 
@@ -555,53 +557,33 @@ class UdpSink:
         self.close()
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def _mac_bytes(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
-
-
 def ipv4_frame(src_mac: str, dst_mac: str, src: str, dst: str, proto: int, l4: bytes,
                ttl: int = 64, ident: int = 0) -> bytes:
     """An Ethernet + IPv4 frame around an L4 header and payload (`l4`)."""
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), ident, 0x4000, ttl, proto, 0,
-                      socket.inet_aton(src), socket.inet_aton(dst))
-    hdr = hdr[:10] + struct.pack("!H", _csum(hdr)) + hdr[12:]
-    return _mac_bytes(dst_mac) + _mac_bytes(src_mac) + b"\x08\x00" + hdr + l4
+    return packets.ethernet(packets.ETH_P_IP,
+                            packets.ipv4(proto, l4, src=src, dst=dst, ttl=ttl, ident=ident),
+                            src=src_mac, dst=dst_mac)
 
 
 def udp_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport: int,
               payload: bytes = b"", **ip) -> bytes:
     """A complete UDP/IPv4/Ethernet frame with correct checksums."""
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, len(udp))
-    csum = _csum(pseudo + udp) or 0xFFFF
-    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
-    return ipv4_frame(src_mac, dst_mac, src, dst, 17, udp, **ip)
+    udp = packets.udp(sport, dport, payload, src=src, dst=dst)
+    return ipv4_frame(src_mac, dst_mac, src, dst, packets.IPPROTO_UDP, udp, **ip)
 
 
 def tcp_syn_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport: int,
                   seq: int = 1, **ip) -> bytes:
     """A TCP SYN in a complete IPv4/Ethernet frame with correct checksums."""
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x02, 65535, 0, 0)
-    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", _csum(pseudo + tcp)) + tcp[18:]
-    return ipv4_frame(src_mac, dst_mac, src, dst, 6, tcp, **ip)
+    tcp = packets.tcp(sport, dport, src=src, dst=dst, flags="S", seq=seq)
+    return ipv4_frame(src_mac, dst_mac, src, dst, packets.IPPROTO_TCP, tcp, **ip)
 
 
 def icmp_echo_frame(src_mac: str, dst_mac: str, src: str, dst: str, echo_id: int = 1,
                     seq: int = 1, payload: bytes = b"", reply: bool = False, **ip) -> bytes:
     """An ICMP echo request (or reply) in a complete IPv4/Ethernet frame."""
-    icmp = struct.pack("!BBHHH", 0 if reply else 8, 0, 0, echo_id, seq) + payload
-    icmp = icmp[:2] + struct.pack("!H", _csum(icmp)) + icmp[4:]
-    return ipv4_frame(src_mac, dst_mac, src, dst, 1, icmp, **ip)
+    icmp = packets.icmp_echo(payload, ident=echo_id, seq=seq, reply=reply)
+    return ipv4_frame(src_mac, dst_mac, src, dst, packets.IPPROTO_ICMP, icmp, **ip)
 
 
 def send_frames(ns_name: str, ifname: str, frames: Iterable[bytes]) -> int:

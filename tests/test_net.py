@@ -109,8 +109,8 @@ def test_udp_flows_are_counted_per_source_and_flow():
 
 
 def _ones_complement_ok(data: bytes) -> bool:
-    from ebpf_tutor.net import _csum
-    return _csum(data) == 0
+    from ebpf_tutor.packets import checksum
+    return checksum(data) == 0
 
 
 def test_crafted_frames_have_valid_checksums():
