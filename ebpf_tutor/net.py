@@ -406,51 +406,6 @@ def our_namespaces() -> list[str]:
     return [n for n in netns.listnetns() if n.startswith(PREFIX)]
 
 
-# ------------------------------------------------------------------ TC ------
-class TcAttachment:
-    """A BPF program as a direct-action filter of a clsact qdisc (minimal;
-    detaching removes the clsact qdisc this attachment added)."""
-
-    PARENTS = {"ingress": "ffff:fff2", "egress": "ffff:fff3"}
-
-    def __init__(self, fn, ns_name: str, ifname: str, direction: str = "ingress",
-                 allow_foreign: bool = False):
-        guard(ns_name, ifname, allow_foreign)
-        if direction not in self.PARENTS:
-            raise ValueError("direction is 'ingress' or 'egress'")
-        self.ns_name, self.ifname, self.direction = ns_name, ifname, direction
-        self._added_qdisc = False
-        netlink(self._attach, fn.fd, fn.name.decode() if isinstance(fn.name, bytes) else fn.name)
-
-    def _attach(self, fd: int, name: str) -> None:
-        with open_ns(self.ns_name) as n:
-            idx = n.link_lookup(ifname=self.ifname)[0]
-            if not any(q.get_attr("TCA_KIND") == "clsact" for q in n.get_qdiscs(index=idx)):
-                n.tc("add", "clsact", idx)
-                self._added_qdisc = True
-            n.tc("add-filter", "bpf", idx, ":1", fd=fd, name=name,
-                 parent=self.PARENTS[self.direction], classid=1, direct_action=True)
-
-    def detach(self) -> None:
-        if not self._added_qdisc:
-            return
-
-        def go() -> None:
-            with open_ns(self.ns_name) as n:
-                found = n.link_lookup(ifname=self.ifname)
-                if found:
-                    n.tc("del", "clsact", found[0])
-        with contextlib.suppress(Exception):
-            netlink(go)
-        self._added_qdisc = False
-
-    def __enter__(self) -> "TcAttachment":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.detach()
-
-
 # --------------------------------------------------------------- counters ---
 def link_stats(ns_name: str, ifname: str) -> dict[str, int]:
     """The interface's counters (rx_packets, tx_packets, rx_dropped, ...)."""

@@ -165,13 +165,11 @@ int tc_count(struct __sk_buff *skb) { seen.increment(0); return 0; }   /* TC_ACT
 
 @needs_root
 def test_tc_attach_counts_and_detaches():
-    from ebpf_tutor import Program, net
-    from ebpf_tutor.bcc_import import BPF
+    from ebpf_tutor import Program, net, tc
     with net.VethPair(quiet=True) as lab, Program(TC_COUNT) as prog:
-        fn = prog.load_func("tc_count", BPF.SCHED_CLS)
         with pytest.raises(net.NotOurInterface):
-            net.TcAttachment(fn, None, "lo")
-        with net.TcAttachment(fn, *lab.where("b"), direction="ingress"):
+            tc.attach(prog, "tc_count", None, "lo")
+        with tc.attach(prog, "tc_count", *lab.where("b"), direction="ingress"):
             assert net.ping(lab, "a", lab.ip_b, count=3).received == 3
         assert prog["seen"][0].value == 3
         qdiscs = lab.run_in("b", ["tc", "qdisc", "show", "dev", lab.ifname["b"]]).stdout
