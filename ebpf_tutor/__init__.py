@@ -10,7 +10,8 @@ Small modules, one concern each, all meant to be read:
 - doctor   what this machine can do, each feature decided by trying it
 - labs     lab checks that drive a workload and judge what your program did
 - workload known processes, files and syscalls for checks to count
-- net      network sandboxes (veth pairs, stars), traffic with known counts
+- net      network sandboxes (veth pairs, stars) and the guard on their interfaces
+- traffic  UDP flows, raw frames, a TCP service, ping: traffic with known counts
 - xdp      XDP attach/detach on sandbox interfaces, test runs, flood
 - tc       TC filters on sandbox interfaces, qdiscs, socket filters, SOCKMAP
 - flows    UDP/TCP/ICMP traffic with known counts for the TC labs

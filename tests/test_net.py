@@ -143,6 +143,16 @@ def test_raw_frames_arrive_exactly_as_sent():
             net.send_frames(None, "lo", frames)
 
 
+def test_traffic_names_stay_importable_from_net():
+    from ebpf_tutor import net, traffic
+    from ebpf_tutor.net import UdpFlow, ping       # notebooks and solutions import them so
+    assert UdpFlow is traffic.UdpFlow and ping is traffic.ping
+    for name in net._TRAFFIC:
+        assert getattr(net, name) is getattr(traffic, name) and name in dir(net)
+    with pytest.raises(AttributeError):
+        net.no_such_name
+
+
 @needs_root
 def test_socket_in_lives_in_the_namespace():
     from ebpf_tutor import net

@@ -2,7 +2,8 @@
 
 Every check builds its own network of namespaces (ebpf_tutor.net), attaches
 the learner's program in native mode to an interface of that network, drives
-traffic whose true counts it knows, and judges by what arrives where."""
+traffic whose true counts it knows (ebpf_tutor.traffic), and judges by what
+arrives where."""
 from __future__ import annotations
 
 import ctypes as ct
@@ -13,7 +14,7 @@ import socket
 import struct
 import time
 
-from .. import net, xdp
+from .. import net, traffic, xdp
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
 from . import has_table, load_packet_program
@@ -44,11 +45,11 @@ def check_ddos(program: str) -> str:
         with net.Star(["attacker", "legit", "victim"], hub="router") as lan, \
                 _load("7.1", program, "xdp_ddos", cflags) as prog, \
                 xdp.attach(prog, "xdp_ddos", *lan.where("victim")), \
-                net.UdpSink(lan.ns["victim"], port) as sink:
+                traffic.UdpSink(lan.ns["victim"], port) as sink:
             victim = lan.ip["victim"]
 
-            def flow(who: str, flow_id: int) -> net.UdpFlow:
-                return net.UdpFlow(lan.ns[who], victim, port, flow_id=flow_id)
+            def flow(who: str, flow_id: int) -> traffic.UdpFlow:
+                return traffic.UdpFlow(lan.ns[who], victim, port, flow_id=flow_id)
 
             # 1. low rate from both: everything arrives
             with flow("attacker", 10) as a0, flow("legit", 20) as l0:
@@ -121,8 +122,8 @@ def check_load_balancer(program: str) -> str:
     vip_be = struct.unpack("<I", socket.inet_aton(LB_VIP))[0]
     cflags = [f"-DVIP={vip_be:#x}", f"-DVPORT={vport}", f"-DN_BACKENDS={len(LB_BACKENDS)}"]
     tag = secrets.token_hex(3)
-    servers: list[net.TcpServer] = []
-    exchanges: list[net.Exchange] = []
+    servers: list[traffic.TcpServer] = []
+    exchanges: list[traffic.Exchange] = []
     try:
         with net.Star(["client", *LB_BACKENDS], hub="lb") as lan, \
                 _load("7.2", program, "xdp_lb", cflags) as prog:
@@ -132,17 +133,18 @@ def check_load_balancer(program: str) -> str:
             table = prog["backends"]
             for i, name in enumerate(LB_BACKENDS):
                 lan.add_address(name, LB_VIP)
-                servers.append(net.TcpServer(lan.ns[name], vport, name))
+                servers.append(traffic.TcpServer(lan.ns[name], vport, name))
                 entry = table.Leaf()
                 entry.ifindex = lan.ifindex("lb", lan.hub_if[name])
                 entry.mac[:] = _mac_list(lan.mac(name))
                 entry.lb_mac[:] = _mac_list(lan.mac("lb", lan.hub_if[name]))
                 table[ct.c_uint32(i)] = entry
             with xdp.attach(prog, "xdp_lb", *lan.where("lb", "to-client")):
-                pings = net.ping(lan, "client", lan.gw["client"], count=2, wait=1)
+                pings = traffic.ping(lan, "client", lan.gw["client"], count=2, wait=1)
                 failures = 0
                 for i in range(LB_CONNECTIONS):
-                    ex = net.tcp_exchange(lan.ns["client"], LB_VIP, vport, f"{tag}-{i}", timeout=1.0)
+                    ex = traffic.tcp_exchange(lan.ns["client"], LB_VIP, vport, f"{tag}-{i}",
+                                              timeout=1.0)
                     exchanges.append(ex)
                     failures += not ex.ok
                     if failures >= 3:
@@ -186,7 +188,7 @@ def check_load_balancer(program: str) -> str:
     return f"{LB_CONNECTIONS} TCP connections via the VIP all completed, one backend each ({spread})"
 
 
-def _lb_hint(exchanges: list[net.Exchange], servers: list[net.TcpServer]) -> str:
+def _lb_hint(exchanges: list[traffic.Exchange], servers: list[traffic.TcpServer]) -> str:
     accepted = sum(len(s.requests) for s in servers)
     if accepted == 0 and all("timed out" in ex.error for ex in exchanges if not ex.ok):
         return ("no backend ever saw a request: is the program matching the VIP (network order, "
@@ -209,13 +211,15 @@ def _sample_frames(lab: net.VethPair, dport: int) -> list[tuple[bytes, dict]]:
         truth = {"src": lab.ip_a, "dst": lab.ip_b, "proto": 17, "sport": sport, "dport": dport}
         if kind < 7:
             payload = bytes((i * 37 + j) & 0xFF for j in range((i * 37) % 120))
-            frame = net.udp_frame(smac, dmac, lab.ip_a, lab.ip_b, sport, dport, payload, ident=i)
+            frame = traffic.udp_frame(smac, dmac, lab.ip_a, lab.ip_b, sport, dport, payload,
+                                      ident=i)
         elif kind < 9:
-            frame = net.tcp_syn_frame(smac, dmac, lab.ip_a, lab.ip_b, sport, dport, seq=i, ident=i)
+            frame = traffic.tcp_syn_frame(smac, dmac, lab.ip_a, lab.ip_b, sport, dport, seq=i,
+                                          ident=i)
             truth["proto"] = 6
         else:
-            frame = net.icmp_echo_frame(smac, dmac, lab.ip_a, lab.ip_b, echo_id=i, seq=i,
-                                        payload=bytes(i % 50), ident=i)
+            frame = traffic.icmp_echo_frame(smac, dmac, lab.ip_a, lab.ip_b, echo_id=i, seq=i,
+                                            payload=bytes(i % 50), ident=i)
             truth.update(proto=1, sport=None, dport=None)
         frames.append((frame, truth))
     return frames
