@@ -190,6 +190,8 @@ def probe_kprobe() -> str:
     with Program("BPF_ARRAY(n, u64, 1);\nint on_call(void *ctx) { n.increment(0); return 0; }") as p:
         p.attach_kprobe(event=p.get_syscall_fnname("getppid"), fn_name="on_call")
         hits = _count_after(p, "n", lambda: [os.getppid() for _ in range(3)])
+    if hits < 3:
+        raise RuntimeError(f"attached, but counted {hits}/3 getppid() calls")
     return f"kprobe on {'getppid'} attached, counted {hits} calls"
 
 
