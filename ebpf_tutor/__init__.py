@@ -8,6 +8,7 @@ Small modules, one concern each, all meant to be read:
 - errors   compile / verifier / permission / transient errors, retry
 - data     maps and events as pandas DataFrames, histogram plots
 - doctor   what this machine can do, each feature decided by trying it
+- features does this kernel have feature X? decided once, by trying; one-line notices
 - labs     lab checks that drive a workload and judge what your program did
 - workload known processes, files and syscalls for checks to count
 - net      network sandboxes (veth pairs, stars) and the guard on their interfaces
