@@ -165,13 +165,20 @@ def _count_after(prog, table: str, action: Callable[[], object]) -> int:
     return sum(v.value for v in prog[table].values())
 
 
+def _count_calls(prog, call: Callable[[], object], what: str, times: int = 3) -> int:
+    """Make `times` calls and return what map `n` counted meanwhile; fail
+    unless it counted all of them (`what` names them in the error)."""
+    hits = _count_after(prog, "n", lambda: [call() for _ in range(times)])
+    if hits < times:
+        raise RuntimeError(f"attached, but counted {hits}/{times} {what}")
+    return hits
+
+
 def probe_tracepoint() -> str:
     from .program import Program
     with Program("BPF_ARRAY(n, u64, 1);\nTRACEPOINT_PROBE(syscalls, sys_enter_getppid)"
                  " { n.increment(0); return 0; }") as p:
-        hits = _count_after(p, "n", lambda: [os.getppid() for _ in range(3)])
-    if hits < 3:
-        raise RuntimeError(f"attached, but counted {hits}/3 getppid() calls")
+        hits = _count_calls(p, os.getppid, "getppid() calls")
     return f"syscalls:sys_enter_getppid attached, counted {hits} calls"
 
 
@@ -179,9 +186,7 @@ def probe_raw_tracepoint() -> str:
     from .program import Program
     with Program("BPF_ARRAY(n, u64, 1);\nRAW_TRACEPOINT_PROBE(sys_enter)"
                  " { n.increment(0); return 0; }") as p:
-        hits = _count_after(p, "n", lambda: [os.getppid() for _ in range(3)])
-    if hits < 3:
-        raise RuntimeError(f"attached, but counted {hits} syscalls")
+        hits = _count_calls(p, os.getppid, "syscalls")
     return f"raw_tracepoint sys_enter attached, counted {hits} syscalls"
 
 
@@ -189,9 +194,7 @@ def probe_kprobe() -> str:
     from .program import Program
     with Program("BPF_ARRAY(n, u64, 1);\nint on_call(void *ctx) { n.increment(0); return 0; }") as p:
         p.attach_kprobe(event=p.get_syscall_fnname("getppid"), fn_name="on_call")
-        hits = _count_after(p, "n", lambda: [os.getppid() for _ in range(3)])
-    if hits < 3:
-        raise RuntimeError(f"attached, but counted {hits}/3 getppid() calls")
+        hits = _count_calls(p, os.getppid, "getppid() calls")
     return f"kprobe on {'getppid'} attached, counted {hits} calls"
 
 
@@ -220,9 +223,7 @@ def probe_uprobe() -> str:
     with Program("BPF_ARRAY(n, u64, 1);\nint on_call(void *ctx) { n.increment(0); return 0; }") as p:
         p.attach_uprobe(name=libc, sym="getpid", fn_name="on_call", pid=os.getpid())
         getpid = ct.CDLL(libc).getpid
-        hits = _count_after(p, "n", lambda: [getpid() for _ in range(3)])
-    if hits < 3:
-        raise RuntimeError(f"attached, but counted {hits}/3 getpid() calls")
+        hits = _count_calls(p, getpid, "getpid() calls")
     return f"uprobe on libc getpid attached, counted {hits} calls"
 
 
