@@ -28,16 +28,8 @@ from typing import Iterable
 from pyroute2 import NetNS
 
 from . import net
-
-
-def socket_in(ns_name: str, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM,
-              proto: int = 0) -> socket.socket:
-    """A socket created inside namespace `ns_name` (it stays there, whichever
-    thread uses it later). Close it: an open socket keeps the namespace alive."""
-    def make() -> socket.socket:
-        with net.inside(ns_name):
-            return socket.socket(family, kind, proto)
-    return net.netlink(make)
+from .net import socket_in      # flows.socket_in: chapter 8 and its tests call it so
+from .packets import checksum
 
 
 def link_counters(ns_name: str, ifname: str) -> dict[str, int]:
@@ -115,43 +107,68 @@ def udp_flow(lab, port: int, seconds: float, *, size: int = 1000, rate: float | 
                     after["rx_bytes"] - before["rx_bytes"])
 
 
-class UdpSinks:
-    """UDP sockets bound to `ports` in a namespace; `counts()` reads what
-    arrived and returns datagrams per port (cumulative)."""
+class _PortSockets:
+    """One non-blocking socket per port in a namespace (`socks`, by port),
+    each made ready by the subclass's `_open`; `_drain` counts arrivals."""
 
     def __init__(self, ns_name: str, ports: Iterable[int]):
         self.socks: dict[int, socket.socket] = {}
-        self.received: Counter[int] = Counter()
         try:
             for port in ports:
-                s = socket_in(ns_name)
-                s.bind(("0.0.0.0", port))
-                s.setblocking(False)
-                self.socks[port] = s
+                self.socks[port] = self._open(ns_name, port)
         except BaseException:
             self.close()
             raise
 
-    def counts(self) -> Counter[int]:
+    def _open(self, ns_name: str, port: int) -> socket.socket:
+        raise NotImplementedError
+
+    def _take(self, s: socket.socket) -> None:
+        """Take one arrival off `s`; BlockingIOError when there is none."""
+        raise NotImplementedError
+
+    def _drain(self, counts: Counter[int]) -> None:
+        """Take whatever is waiting, adding one to counts[port] per arrival."""
         for port, s in self.socks.items():
             while True:
                 try:
-                    s.recv(65536)
+                    self._take(s)
                 except (BlockingIOError, InterruptedError):
                     break
-                self.received[port] += 1
-        return Counter({port: self.received[port] for port in self.socks})
+                counts[port] += 1
 
     def close(self) -> None:
         for s in self.socks.values():
             s.close()
         self.socks = {}
 
-    def __enter__(self) -> "UdpSinks":
+    def __enter__(self) -> "_PortSockets":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class UdpSinks(_PortSockets):
+    """UDP sockets bound to `ports` in a namespace; `counts()` reads what
+    arrived and returns datagrams per port (cumulative)."""
+
+    def __init__(self, ns_name: str, ports: Iterable[int]):
+        self.received: Counter[int] = Counter()
+        super().__init__(ns_name, ports)
+
+    def _open(self, ns_name: str, port: int) -> socket.socket:
+        s = socket_in(ns_name)
+        s.bind(("0.0.0.0", port))
+        s.setblocking(False)
+        return s
+
+    def _take(self, s: socket.socket) -> None:
+        s.recv(65536)
+
+    def counts(self) -> Counter[int]:
+        self._drain(self.received)
+        return Counter({port: self.received[port] for port in self.socks})
 
 
 def udp_send(ns_name: str, dst: str, port: int, count: int, size: int = 64) -> int:
@@ -262,42 +279,29 @@ def median_ms(rtts: list[float | None]) -> float:
 
 
 # -------------------------------------------------------------- TCP, ICMP --
-class TcpListeners:
+class TcpListeners(_PortSockets):
     """Listening TCP sockets on `ports` in a namespace; `accepted()` accepts
     what is waiting and returns connections per port (cumulative)."""
 
     def __init__(self, ns_name: str, ports: Iterable[int]):
-        self.socks: dict[int, socket.socket] = {}
         self.count: Counter[int] = Counter()
-        for port in ports:
-            s = socket_in(ns_name, socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("0.0.0.0", port))
-            s.listen(64)
-            s.setblocking(False)
-            self.socks[port] = s
+        super().__init__(ns_name, ports)
+
+    def _open(self, ns_name: str, port: int) -> socket.socket:
+        s = socket_in(ns_name, socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(64)
+        s.setblocking(False)
+        return s
+
+    def _take(self, s: socket.socket) -> None:
+        conn, _ = s.accept()
+        conn.close()
 
     def accepted(self) -> Counter[int]:
-        for port, s in self.socks.items():
-            while True:
-                try:
-                    conn, _ = s.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                conn.close()
-                self.count[port] += 1
+        self._drain(self.count)
         return Counter(self.count)
-
-    def close(self) -> None:
-        for s in self.socks.values():
-            s.close()
-        self.socks = {}
-
-    def __enter__(self) -> "TcpListeners":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def tcp_connects(ns_name: str, dst: str, port: int, count: int, timeout: float = 0.4) -> int:
@@ -322,15 +326,6 @@ def tcp_connects(ns_name: str, dst: str, port: int, count: int, timeout: float =
             s.close()
 
 
-def _icmp_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def icmp_echo(ns_name: str, dst: str, count: int, timeout: float = 0.4) -> int:
     """Send `count` ICMP echo requests to `dst` and return how many echo
     replies (with our identifier and a valid checksum) came back within
@@ -342,7 +337,7 @@ def icmp_echo(ns_name: str, dst: str, count: int, timeout: float = 0.4) -> int:
         s.setblocking(False)
         for seq in range(count):
             hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"ebpf-tutor-echo!"
-            hdr = hdr[:2] + struct.pack("!H", _icmp_checksum(hdr)) + hdr[4:]
+            hdr = hdr[:2] + struct.pack("!H", checksum(hdr)) + hdr[4:]
             s.sendto(hdr, (dst, 0))
         end = time.perf_counter() + timeout
         while len(got) < count and time.perf_counter() < end:
@@ -355,7 +350,7 @@ def icmp_echo(ns_name: str, dst: str, count: int, timeout: float = 0.4) -> int:
                 ihl = (pkt[0] & 0x0F) * 4
                 msg = pkt[ihl:]
                 typ, _, _, rid, seq = struct.unpack("!BBHHH", msg[:8])
-                if typ == 0 and rid == ident and _icmp_checksum(msg) == 0:
+                if typ == 0 and rid == ident and checksum(msg) == 0:
                     got.add(seq)        # a reply with a bad checksum is no reply
     finally:
         s.close()
