@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 from . import packets
 from .net import Sandbox, guard, socket_in
@@ -70,7 +70,35 @@ class UdpFlow:
         self.close()
 
 
-class UdpSink:
+S = TypeVar("S", bound="_Served")
+
+
+class _Served:
+    """A socket (`sock`) that a daemon thread serves with `_run` until close()."""
+
+    sock: socket.socket
+
+    def _serve(self, thread_name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=thread_name)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class UdpSink(_Served):
     """Receives UDP in a namespace on a thread and counts datagrams per source
     address (`by_src`) and per flow id (`by_flow`, for UdpFlow payloads)."""
 
@@ -83,9 +111,7 @@ class UdpSink:
         self.by_src: Counter[str] = Counter()
         self.by_flow: Counter[int] = Counter()
         self.last_rx = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="ebt-udp-sink")
-        self._thread.start()
+        self._serve("ebt-udp-sink")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -108,17 +134,6 @@ class UdpSink:
         time.sleep(idle / 2)
         while time.monotonic() < end and time.monotonic() - self.last_rx < idle:
             time.sleep(idle / 4)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-
-    def __enter__(self) -> "UdpSink":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def ipv4_frame(src_mac: str, dst_mac: str, src: str, dst: str, proto: int, l4: bytes,
@@ -166,7 +181,7 @@ def send_frames(ns_name: str, ifname: str, frames: Iterable[bytes]) -> int:
         s.close()
 
 
-class TcpServer:
+class TcpServer(_Served):
     """A tiny TCP service in a namespace: for each connection it reads one
     request line and answers `<name> <request>`; `requests` records every
     request it answered."""
@@ -179,9 +194,7 @@ class TcpServer:
         self.sock.bind((ip, port))
         self.sock.listen(128)
         self.sock.settimeout(0.05)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"ebt-tcp-{name}")
-        self._thread.start()
+        self._serve(f"ebt-tcp-{name}")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -197,17 +210,6 @@ class TcpServer:
                     self.requests.append(req)
                 except OSError:
                     pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-
-    def __enter__(self) -> "TcpServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 @dataclass
