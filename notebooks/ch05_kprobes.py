@@ -70,7 +70,6 @@ import ctypes
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -80,7 +79,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ebpf_tutor import EventCollector, Program, features, log2_hist_df, plot_log2_hist
+from ebpf_tutor import EventCollector, Program, features, log2_hist_df, overhead, plot_log2_hist
 
 # %% [markdown]
 # ## 5.2 What this kernel can do
@@ -463,66 +462,33 @@ print(f"{how}: {ok} succeeded, {failed} failed, {creates} with O_CREAT")
 # %% [markdown]
 # ## 5.8 What each costs
 #
-# Every hit of a probe costs time in the traced code path. We time
-# `open()` + `close()` of `/dev/null` in a tight C loop (a Python loop would
-# cost more than the system calls and drown the difference), with nothing
-# attached and then with the same tiny counting program attached each way
-# this kernel allows: a tracepoint on `openat`, a kprobe and an fentry
-# program on `do_sys_openat2`. Each row is measured right after a baseline,
-# three times, and we keep the median difference: the price of the hook.
-# The kprobe and fentry rows appear only where those work (the course VM).
+# Every hit of a probe costs time in the traced code path. To see how much,
+# we time `open()` + `close()` of `/dev/null` with nothing attached, then
+# with the same tiny counting program attached each way this kernel allows:
+# a tracepoint on `openat`, a kprobe and an fentry program on
+# `do_sys_openat2`. The kprobe and fentry rows appear only where those work
+# (the course VM).
+#
+# The calls are made by a tight C loop, not by Python: one turn of a Python
+# loop costs more than the system call itself and would drown the few
+# nanoseconds a hook adds. The loop is part of `ebpf_tutor.overhead`:
 
 # %%
-LOOP_C = r"""
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
+print(overhead.LOOP_C)
 
-int main(int argc, char **argv) {            /* loop MODE N: best ns per call of 5 rounds */
-    long n = atol(argv[2]);
-    double best = 1e18;
-    for (int round = 0; round < 5; round++) {
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        for (long i = 0; i < n; i++) {
-            if (argv[1][0] == 'o')
-                close(open("/dev/null", O_RDONLY));
-            else
-                syscall(SYS_getppid);
-        }
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        double ns = ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n;
-        best = ns < best ? ns : best;
-    }
-    printf("%.1f\n", best);
-    return 0;
-}
-"""
+# %% [markdown]
+# The loop reads its own CPU-time clock (`CLOCK_PROCESS_CPUTIME_ID`): a BPF
+# program runs in the process that made the system call, so its time
+# counts, while time that other processes hold the CPU does not.
+#
+# `overhead.ns_per_call("open")` compiles the loop once with `cc`, picks the
+# number of calls so that one round lasts about 25 ms (many calls on a fast
+# machine, few under software emulation, but at least 1000), and returns
+# the best of 5 rounds. `overhead.added_cost(make_program, "open")` measures
+# a baseline, loads a fresh program with `make_program()`, measures again,
+# three times, and keeps the median difference: the price of the hook.
 
-(workdir / "loop.c").write_text(LOOP_C)
-subprocess.run(["cc", "-O2", "-o", str(workdir / "loop"), str(workdir / "loop.c")], check=True)
-
-
-def ns_per_call(mode: str = "open", n: int = 100_000) -> float:
-    """ns per open()+close() ("open") or getppid() ("getppid"), best of 5 rounds."""
-    out = subprocess.run([str(workdir / "loop"), mode, str(n)], capture_output=True,
-                         text=True, check=True)
-    return float(out.stdout)
-
-
-def added_cost(prog_factory) -> float:
-    """Median over 3 tries of (ns per call with the program) - (ns without)."""
-    diffs = []
-    for _ in range(3):
-        base = ns_per_call()
-        with prog_factory():
-            diffs.append(ns_per_call() - base)
-    return sorted(diffs)[1]
-
-
+# %%
 COUNTER = "BPF_ARRAY(n, u64, 1);\n"
 
 
@@ -545,13 +511,14 @@ HOOKS = {"tracepoint": ("tracepoints", tracepoint_hook), "kprobe": ("kprobes", k
          "fentry": ("fentry", fentry_hook)}
 
 # %% tags=["needs-kprobes", "needs-fentry", "nbval-ignore-output"]
-cost = {"nothing attached": ns_per_call()}
-added = {"nothing attached": 0.0}
-for label, (needs, factory) in HOOKS.items():
+base = overhead.ns_per_call("open")
+print(f"open() + close() with nothing attached: {base:.0f} ns")
+added = {}
+for label, (needs, make_program) in HOOKS.items():
     if not features.available(needs):
         features.notice(needs, f"the comparison without a {label} row")
         continue
-    added[label] = added_cost(factory)
+    added[label] = overhead.added_cost(make_program, "open")
 pd.DataFrame({"ns added per open()": added}).round(0)
 
 # %% [markdown]

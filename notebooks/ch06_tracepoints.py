@@ -50,7 +50,6 @@
 import mmap
 import os
 import re
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -61,7 +60,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from bcc.syscall import syscall_name
 
-from ebpf_tutor import Program, log2_hist_df, plot_log2_hist
+from ebpf_tutor import Program, log2_hist_df, overhead, plot_log2_hist
 
 EVENTS = Path("/sys/kernel/tracing/events")
 
@@ -271,56 +270,20 @@ print(f"getppid: {raw_calls['getppid']} calls")
 # %% [markdown]
 # ### What each costs
 #
-# We time `getppid()` in a tight C loop (a Python loop costs more than the
-# system call and drowns the difference): with nothing attached, then with
-# the same counting program attached four ways, each right after a baseline,
-# three times, keeping the median difference. The program attached to
+# We time `getppid()` with nothing attached, then with the same counting
+# program attached four ways. The program attached to
 # `syscalls:sys_enter_getppid` runs only for `getppid`; the three others run
 # for **every** system call on the machine, so they cost everyone, not only
 # us.
+#
+# The timing is chapter 5's: `ebpf_tutor.overhead` makes the calls in a
+# tight C loop (a Python loop costs more than the system call and drowns the
+# difference) timed by the process's CPU-time clock, sized so that a round
+# lasts about 25 ms, best of 5 rounds.
+# `added_cost` measures each program right after a baseline, three times,
+# and keeps the median difference. Print `overhead.LOOP_C` to read the loop.
 
 # %%
-LOOP_C = r"""
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-
-int main(int argc, char **argv) {            /* loop MODE N: best ns per call of 5 rounds */
-    long n = atol(argv[2]);
-    double best = 1e18;
-    for (int round = 0; round < 5; round++) {
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        for (long i = 0; i < n; i++) {
-            if (argv[1][0] == 'o')
-                close(open("/dev/null", O_RDONLY));
-            else
-                syscall(SYS_getppid);
-        }
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        double ns = ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n;
-        best = ns < best ? ns : best;
-    }
-    printf("%.1f\n", best);
-    return 0;
-}
-"""
-
-loop_dir = Path(tempfile.mkdtemp(prefix="ch06-loop-"))
-(loop_dir / "loop.c").write_text(LOOP_C)
-subprocess.run(["cc", "-O2", "-o", str(loop_dir / "loop"), str(loop_dir / "loop.c")], check=True)
-
-
-def ns_per_call(n: int = 300_000) -> float:
-    """ns per getppid() system call, best of 5 rounds of n."""
-    out = subprocess.run([str(loop_dir / "loop"), "getppid", str(n)], capture_output=True,
-                         text=True, check=True)
-    return float(out.stdout)
-
-
 COUNT = "#include <uapi/linux/ptrace.h>\nBPF_ARRAY(n, u64, 1);\n"
 VARIANTS = {
     "syscalls:sys_enter_getppid": COUNT + "TRACEPOINT_PROBE(syscalls, sys_enter_getppid) "
@@ -342,14 +305,8 @@ RAW_TRACEPOINT_PROBE(sys_enter) {
 }"""
 
 # %% tags=["nbval-ignore-output"]
-added = {}
-for label, src in VARIANTS.items():
-    diffs = []
-    for _ in range(3):
-        base = ns_per_call()
-        with Program(src):
-            diffs.append(ns_per_call() - base)
-    added[label] = sorted(diffs)[1]
+added = {label: overhead.added_cost(lambda: Program(src), "getppid")
+         for label, src in VARIANTS.items()}
 cost = pd.Series(added, name="ns added per getppid()").round(1)
 cost.to_frame()
 
@@ -625,9 +582,6 @@ with Program(BIO_LATENCY) as prog, tempfile.TemporaryDirectory(dir="/var/tmp") a
     hist = log2_hist_df(prog["latency_us"])
 print(f"{hist['count'].sum()} requests")
 plot_log2_hist(hist, unit="us", title="block requests, issue to completion");
-
-# %%
-shutil.rmtree(loop_dir)
 
 # %% [markdown]
 # ## 6.8 BTF-typed tracepoints
