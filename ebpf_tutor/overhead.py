@@ -2,10 +2,10 @@
 
 A Python loop costs more than the system call it makes, which would drown
 the few nanoseconds a hook adds, so a small C program (`LOOP_C`, compiled
-once per process with `cc`) makes the calls and times them with its own
-CPU-time clock: a hook runs in the calling process and counts, while time
-other processes hold the CPU does not. The number of calls is calibrated so
-that one round lasts about `ROUND_NS`, on a fast machine and under software
+with `cc` and cached) makes the calls and times them with its CPU-time
+clock: a hook runs in the calling process and counts, while time that other
+processes hold the CPU does not. The number of calls is calibrated so that
+one round lasts about `ROUND_NS`, on a fast machine and under software
 emulation alike; the best of `ROUNDS` rounds counts.
 
     from ebpf_tutor import Program, overhead
@@ -15,9 +15,9 @@ emulation alike; the best of `ROUNDS` rounds counts.
 """
 from __future__ import annotations
 
-import atexit
 import functools
-import shutil
+import hashlib
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -59,18 +59,29 @@ int main(int argc, char **argv) {     /* loop MODE N ROUNDS: best ns per call */
 """
 
 
+def cache_dir() -> Path:
+    """$XDG_CACHE_HOME/ebpf-tutor, else ~/.cache/ebpf-tutor."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ebpf-tutor"
+
+
 @functools.cache
 def loop_binary() -> Path:
-    """LOOP_C compiled with `cc -O2`, once per process, in a temporary directory."""
-    tmp = Path(tempfile.mkdtemp(prefix="ebpf-tutor-loop-"))
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    (tmp / "loop.c").write_text(LOOP_C)
-    try:
-        subprocess.run(["cc", "-O2", "-o", str(tmp / "loop"), str(tmp / "loop.c")],
-                       check=True, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise RuntimeError("timing needs a C compiler: `cc` was not found") from None
-    return tmp / "loop"
+    """LOOP_C compiled with `cc -O2`, kept in cache_dir() under a name made
+    from the source and the machine, so a run compiles it only if it changed."""
+    digest = hashlib.sha256(LOOP_C.encode()).hexdigest()[:12]
+    binary = cache_dir() / f"syscall-loop-{os.uname().machine}-{digest}"
+    if binary.exists():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=binary.parent) as tmp:
+        (Path(tmp) / "loop.c").write_text(LOOP_C)
+        try:
+            subprocess.run(["cc", "-O2", "-o", f"{tmp}/loop", f"{tmp}/loop.c"],
+                           check=True, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise RuntimeError("timing needs a C compiler: `cc` was not found") from None
+        os.replace(f"{tmp}/loop", binary)      # atomic: other runs see all or nothing
+    return binary
 
 
 def run_loop(syscall: str, calls: int, rounds: int = ROUNDS) -> float:

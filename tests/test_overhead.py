@@ -29,9 +29,23 @@ def test_unknown_syscall_is_refused():
 
 
 @needs_cc
+def test_the_loop_is_compiled_into_the_cache_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    overhead.loop_binary.cache_clear()
+    try:
+        binary = overhead.loop_binary()
+        built = binary.stat().st_mtime_ns
+        overhead.loop_binary.cache_clear()
+        assert overhead.loop_binary() == binary and binary.stat().st_mtime_ns == built
+        assert [p.name for p in (tmp_path / "ebpf-tutor").iterdir()] == [binary.name]
+        assert overhead.run_loop("getppid", 100, rounds=1) > 0
+    finally:
+        overhead.loop_binary.cache_clear()
+
+
+@needs_cc
 @pytest.mark.parametrize("syscall", sorted(overhead.SYSCALLS))
 def test_calibrated_rounds_last_about_the_target(syscall):
-    assert overhead.loop_binary() is overhead.loop_binary()      # compiled once
     calls = overhead.calls_per_round(syscall)
     start = time.monotonic()
     ns = overhead.ns_per_call(syscall)
