@@ -11,6 +11,7 @@ Small modules, one concern each, all meant to be read:
 - features does this kernel have feature X? decided once, by trying; one-line notices
 - labs     lab checks that drive a workload and judge what your program did
 - workload known processes, files and syscalls for checks to count
+- overhead what a BPF hook costs per system call: a calibrated C loop, median of 3
 - net      network sandboxes (veth pairs, stars) and the guard on their interfaces
 - traffic  UDP flows, raw frames, a TCP service, ping: traffic with known counts
 - xdp      XDP attach/detach on sandbox interfaces, test runs, flood
