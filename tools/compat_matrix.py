@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+NOT_RUN = "–"
 
 
 @dataclass
@@ -84,7 +85,7 @@ def _attached(pass_line: str) -> str:
 
 def verdict(results: list[tuple[str, str, str]], how: str) -> str:
     if not results:
-        return "not run"
+        return NOT_RUN
     if any(o == FAILED for o, _, _ in results):
         return "**failed**"
     if all(o == SKIPPED for o, _, _ in results):
@@ -134,7 +135,9 @@ def render(runs: list[tuple[str, Run]]) -> str:
               "solution ran there (emulation is slow). A notebook passed when every cell ran "
               "(with its reference outputs on the host). In chapter 5, *kprobe attached* "
               "means the kprobe variant was attached and judged; *tracepoint fallback* "
-              "means it was only verified, and the tracepoint variant was judged.", "",
+              "means it was only verified, and the tracepoint variant was judged. "
+              f"{NOT_RUN} means not run on that kernel (the VM and the container run a "
+              "selection: what needs their kernels, and one lab of each kind).", "",
               head, sep]
     all_rows = sorted({r for _, run in runs for r in run.rows}, key=_sort_key)
     for row in all_rows:
