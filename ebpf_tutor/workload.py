@@ -75,49 +75,45 @@ def loop_getppid(times: int) -> None:
         os.getppid()
 
 
-class GatedChild:
-    """A fresh process that waits for `go()`, then runs `work` in two threads
-    at once and reports back. Whatever the fork itself costs in system calls
-    (at-fork handlers of the libraries loaded here) happens before `go()`, so
-    a check can snapshot its counters first and judge only the difference.
+class Child:
+    """A fresh process whose pid is known before it does anything: it runs
+    `work()` only when `go()` is called, and `go()` returns once it is done.
+    A program can be loaded with that pid in its text, then the child let go.
 
-        with GatedChild(work) as child:
-            before = snapshot(child.pid)
-            tid = child.go()                  # the second thread's id
-            after = snapshot(child.pid)
+        child = Child(work)
+        prog = Program(SOURCE.replace("PID", str(child.pid)))
+        child.go()
     """
 
     def __init__(self, work: Callable[[], None]):
         go_r, self._go_w = os.pipe()
-        self._done_r, done_w = os.pipe()
+        self._back_r, back_w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the child
             try:
                 os.close(self._go_w)             # so that a dead parent means EOF here
-                os.close(self._done_r)
-                os.write(done_w, b"r")           # ready: nothing more happens before go
+                os.close(self._back_r)
+                os.write(back_w, b"r")           # ready: nothing more happens before go
                 if os.read(go_r, 1) == b"x":
-                    tids: list[int] = []
-                    th = threading.Thread(target=lambda: (
-                        tids.append(threading.get_native_id()), work()))
-                    th.start()
-                    work()
-                    th.join()
-                    os.write(done_w, str(tids[0]).encode())
+                    os.write(back_w, self._run(work))
             finally:
                 os._exit(0)
         os.close(go_r)
-        os.close(done_w)
-        self.tid = 0
+        os.close(back_w)
         self._reaped = False
-        os.read(self._done_r, 1)                 # wait until the child is ready
+        os.read(self._back_r, 1)                 # wait until the child is ready
 
-    def go(self) -> int:
-        """Let the child work; returns the id of its second thread once it is done."""
+    def _run(self, work: Callable[[], None]) -> bytes:
+        """In the child: do the work; what it returns is sent back to go()."""
+        work()
+        return b""
+
+    def go(self) -> bytes:
+        """Let the child work; returns what it sent back, once it has exited."""
         os.write(self._go_w, b"x")
-        self.tid = int(os.read(self._done_r, 32) or 0)
+        report = os.read(self._back_r, 32)       # its report, or EOF when it exits
         self.close()
-        return self.tid
+        return report
 
     def close(self) -> None:
         if self._reaped:
@@ -125,10 +121,38 @@ class GatedChild:
         self._reaped = True
         os.close(self._go_w)                     # a child still waiting reads EOF and exits
         os.waitpid(self.pid, 0)
-        os.close(self._done_r)
+        os.close(self._back_r)
 
-    def __enter__(self) -> "GatedChild":
+    def __enter__(self) -> "Child":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class GatedChild(Child):
+    """A Child that runs `work` in two threads at once and reports the second
+    thread's id. Whatever the fork itself costs in system calls (at-fork
+    handlers of the libraries loaded here) happens before `go()`, so a check
+    can snapshot its counters first and judge only the difference.
+
+        with GatedChild(work) as child:
+            before = snapshot(child.pid)
+            tid = child.go()                  # the second thread's id
+            after = snapshot(child.pid)
+    """
+
+    tid = 0
+
+    def _run(self, work: Callable[[], None]) -> bytes:
+        tids: list[int] = []
+        th = threading.Thread(target=lambda: (tids.append(threading.get_native_id()), work()))
+        th.start()
+        work()
+        th.join()
+        return str(tids[0]).encode()
+
+    def go(self) -> int:
+        """Let the child work; returns the id of its second thread once it is done."""
+        self.tid = int(super().go() or 0)
+        return self.tid

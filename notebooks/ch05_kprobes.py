@@ -96,38 +96,14 @@ for name in ["kprobes", "fentry", "tracepoints", "raw tracepoints"]:
 # ## 5.3 A test subject
 #
 # To count something exactly, we need activity that only we could have
-# caused. `Child` forks a process that waits until we say go, so that we
-# know its pid *before* it does anything: we put the pid into the program's
-# text (the way BCC's tools do with `-p PID`), load the program, then let the
-# child run.
+# caused. `Child` (from `ebpf_tutor.workload`, thirty lines worth reading)
+# forks a process that waits on a pipe until we say go, so that we know its
+# pid *before* it does anything: we put the pid into the program's text (the
+# way BCC's tools do with `-p PID`), load the program, then call `go()`,
+# which lets the child run and returns once it has exited.
 
 # %%
-class Child:
-    """A fresh process that runs `work()` once `go()` is called."""
-
-    def __init__(self, work):
-        go_r, self._go_w = os.pipe()
-        ready_r, ready_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
-            try:
-                os.close(self._go_w)
-                os.write(ready_w, b"r")
-                if os.read(go_r, 1) == b"x":
-                    work()
-            finally:
-                os._exit(0)
-        os.close(go_r)
-        os.close(ready_w)
-        os.read(ready_r, 1)          # the child is past fork and waiting
-        os.close(ready_r)
-
-    def go(self) -> None:
-        """Let it work, and wait until it has exited."""
-        os.write(self._go_w, b"x")
-        os.close(self._go_w)
-        os.waitpid(self.pid, 0)
-
+from ebpf_tutor.workload import Child
 
 workdir = Path(tempfile.mkdtemp(prefix="ch05-"))
 (workdir / "a.txt").write_text("hello\n")

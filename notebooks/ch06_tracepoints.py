@@ -151,34 +151,10 @@ print(f"{fresh.name}: exec'd {counts.get(str(fresh), 0)} times")
 # the architecture: `bcc.syscall.syscall_name(nr)` names them.
 #
 # To count exactly, we need activity whose pid we know before it starts, as
-# in Chapter 5: a child process that waits until we say go.
+# in Chapter 5: `Child`, a process that waits until we say go.
 
 # %%
-class Child:
-    """A fresh process that runs `work()` once `go()` is called."""
-
-    def __init__(self, work):
-        go_r, self._go_w = os.pipe()
-        ready_r, ready_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
-            try:
-                os.close(self._go_w)
-                os.write(ready_w, b"r")
-                if os.read(go_r, 1) == b"x":
-                    work()
-            finally:
-                os._exit(0)
-        os.close(go_r)
-        os.close(ready_w)
-        os.read(ready_r, 1)
-        os.close(ready_r)
-
-    def go(self) -> None:
-        """Let it work, and wait until it has exited."""
-        os.write(self._go_w, b"x")
-        os.close(self._go_w)
-        os.waitpid(self.pid, 0)
+from ebpf_tutor.workload import Child
 
 
 def some_syscalls():
