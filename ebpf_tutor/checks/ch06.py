@@ -260,36 +260,33 @@ def _scratch_dir() -> Path | None:
     return None
 
 
-def _direct_reads(folder: Path, n: int) -> tuple[int, list[int], list[int]]:
-    """Write a fresh file, fsync it, read n blocks back with O_DIRECT (each a
-    real request to the disk). Returns (disk dev_t, sectors read, ns each read took)."""
+def _direct_reads(path: Path, n: int) -> tuple[int, list[int], list[int]]:
+    """Write a fresh file at `path`, fsync it, read n blocks back with O_DIRECT
+    (each a real request to the disk). Returns (disk dev_t, sectors read, ns
+    each read took). The caller deletes the file."""
     bs = 4096
-    path = folder / f"{unique_name('ebt-bio-')}.dat"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, os.urandom(2 * n * bs))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-        buf = mmap.mmap(-1, bs)                       # page-aligned, as O_DIRECT wants
-        try:
-            extents = _fiemap(fd)
-            dev, part_start = _disk_of(os.fstat(fd).st_dev)
-            sectors, took = [], []
-            for i in range(n):
-                off = 2 * i * bs                      # every other block: no two reads adjacent
-                t0 = time.perf_counter_ns()
-                os.preadv(fd, [buf], off)
-                took.append(time.perf_counter_ns() - t0)
-                phys = next(p + off - lg for lg, p, ln in extents if lg <= off < lg + ln)
-                sectors.append(part_start + phys // 512)
-        finally:
-            buf.close()
-            os.close(fd)
+        os.write(fd, os.urandom(2 * n * bs))
+        os.fsync(fd)
     finally:
-        path.unlink(missing_ok=True)
+        os.close(fd)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, bs)                           # page-aligned, as O_DIRECT wants
+    try:
+        extents = _fiemap(fd)
+        dev, part_start = _disk_of(os.fstat(fd).st_dev)
+        sectors, took = [], []
+        for i in range(n):
+            off = 2 * i * bs                          # every other block: no two reads adjacent
+            t0 = time.perf_counter_ns()
+            os.preadv(fd, [buf], off)
+            took.append(time.perf_counter_ns() - t0)
+            phys = next(p + off - lg for lg, p, ln in extents if lg <= off < lg + ln)
+            sectors.append(part_start + phys // 512)
+    finally:
+        buf.close()
+        os.close(fd)
     return dev, sectors, took
 
 
@@ -304,17 +301,22 @@ def check_biolatency(program: str) -> str:
         raise RuntimeError("lab 6.3 found no folder on a plain disk or partition "
                            "(/var/tmp, /tmp and home are on tmpfs, overlay or device mapper)")
     n = random.randint(6, 10)
+    path = folder / f"{unique_name('ebt-bio-')}.dat"
     try:
         with Program(program, name="lab 6.3") as prog:
             for table in ("dist", "recent"):
                 expect(has_table(prog, table), "6.3", f"your program has no map named `{table}`",
                        "keep the declarations of the starter: BPF_HISTOGRAM(dist) and the "
                        "`recent` LRU hash")
-            dev, sectors, took = _direct_reads(folder, n)
+            dev, sectors, took = _direct_reads(path, n)
+            # Read the maps while the file still exists: deleting it lets the
+            # filesystem discard those very sectors (mount option `discard`),
+            # a request that would overwrite their latencies in `recent`.
             recent = {(k.dev, k.sector): v.value for k, v in prog["recent"].items()}
             dist = {k.value: v.value for k, v in prog["dist"].items() if v.value}
     finally:
         close_all()
+        path.unlink(missing_ok=True)
     expect(bool(recent), "6.3", f"`recent` stayed empty while {n} reads went to the disk",
            "at block:block_rq_complete, look up the start time saved at block:block_rq_issue "
            "under the same {dev, sector} key, and store the latency in `recent`")
