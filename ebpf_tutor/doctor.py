@@ -344,12 +344,17 @@ def _feature_items() -> list[Item]:
         return [Item("features", name, MISSING, "not tried: not root", "run the doctor as root")
                 for name, _ in FEATURES]
     cfg = kernel_config()
-    items = []
-    for name, fn in FEATURES:
-        ok, detail = _probe(fn)
-        items.append(Item("features", name, OK if ok else MISSING, detail,
-                          "" if ok else _reason(name, cfg)))
-    return items
+    return [feature_item(name, cfg) for name, _ in FEATURES]
+
+
+def feature_item(name: str, cfg: dict[str, str] | None = None) -> Item:
+    """Try one feature of FEATURES by attaching a real program: what happened,
+    and the fix when it is missing. `cfg` is kernel_config(), read if not given."""
+    ok, detail = _probe(dict(FEATURES)[name])
+    if ok:
+        return Item("features", name, OK, detail)
+    return Item("features", name, MISSING, detail,
+                _reason(name, kernel_config() if cfg is None else cfg))
 
 
 def doctor(features: bool = True) -> Report:

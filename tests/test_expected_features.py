@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from ebpf_tutor.doctor import FEATURES, _probe, _reason, kernel_config
+from ebpf_tutor.doctor import FEATURES, OK, feature_item
 from tests.conftest import needs_root
 
 EXPECTED = {f.strip().lower() for f in os.environ.get("EBPF_TUTOR_EXPECT_FEATURES", "").split(",")
@@ -23,15 +23,14 @@ EXPECTED = {f.strip().lower() for f in os.environ.get("EBPF_TUTOR_EXPECT_FEATURE
 @needs_root
 @pytest.mark.parametrize("feature", [name for name, _ in FEATURES])
 def test_feature(feature, record_property):
-    ok, detail = _probe(dict(FEATURES)[feature])
-    if ok:
+    item = feature_item(feature)
+    if item.status == OK:
         record_property("feature", "available")
         return
-    why = _reason(feature, kernel_config())
-    record_property("feature", f"missing: {detail}")
-    assert feature.lower() not in EXPECTED, f"{feature} should work on this kernel: {detail}"
-    assert detail.strip() and "Traceback" not in detail, f"{feature}: no readable reason"
-    assert why.strip(), f"{feature}: the doctor gives no fix"
+    record_property("feature", f"missing: {item.detail}")
+    assert feature.lower() not in EXPECTED, f"{feature} should work on this kernel: {item.detail}"
+    assert item.detail.strip() and "Traceback" not in item.detail, f"{feature}: no readable reason"
+    assert item.fix.strip(), f"{feature}: the doctor gives no fix"
 
 
 def test_expected_names_are_features():
