@@ -90,7 +90,7 @@ def _config_of(root: Path) -> dict[str, str]:
     return dict(re.findall(r"^(CONFIG_\w+)=(.*)$", text, re.M))
 
 
-def _fake_root(tmp: Path, rng: random.Random) -> Path:
+def _fake_root(tmp: Path, rng: random.Random, btf: bool) -> Path:
     """A made-up /proc and /sys with values no real machine here has."""
     root = tmp / f"root{rng.randrange(10**6)}"
     rel = f"5.{rng.randrange(4, 19)}.0-ebt{rng.randrange(1000)}"
@@ -111,7 +111,7 @@ def _fake_root(tmp: Path, rng: random.Random) -> Path:
         choice = rng.choice(["y", "n", "absent"])
         cfg.append(f"{k}=y" if choice == "y" else f"# {k} is not set" if choice == "n" else "")
     (root / "proc/config.gz").write_bytes(gzip.compress(("\n".join(cfg) + "\n").encode()))
-    if rng.random() < 0.5:
+    if btf:
         (root / "sys/kernel/btf").mkdir(parents=True)
         (root / "sys/kernel/btf/vmlinux").write_bytes(b"\x9f\xeb")
     return root
@@ -123,7 +123,9 @@ def check_system_info(system_info) -> str:
     /proc + /sys trees; every field must match."""
     rng = random.Random()
     with tempfile.TemporaryDirectory(prefix="ebt-sysinfo-") as tmp:
-        roots = [Path("/")] + [_fake_root(Path(tmp), rng) for _ in range(3)]
+        btf = [True, False, rng.random() < 0.5]     # both answers, always
+        rng.shuffle(btf)
+        roots = [Path("/")] + [_fake_root(Path(tmp), rng, b) for b in btf]
         for root in roots:
             want = _truth(root)
             got = system_info(str(root))
