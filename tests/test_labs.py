@@ -13,6 +13,7 @@ from tests.mutants import all_mutants
 SOURCES = sorted((ROOT / "solutions").glob("ch*/lab_*.py"))
 PASS, FAIL = 0, 3
 MUTANTS = all_mutants()
+KPROBE_MUTANTS = all_mutants("kprobe")
 
 
 def lab_id(src: Path) -> str:
@@ -52,14 +53,42 @@ def test_untouched_starter_fails(src):
 MUTANT_CASES = [(src, m) for src in SOURCES for m in MUTANTS.get(lab_id(src), [])]
 
 
+KPROBE_CASES = [(src, m) for src in SOURCES for m in KPROBE_MUTANTS.get(lab_id(src), [])]
+
+
+def run_mutant(src: Path, mutant: tuple[str, ...]) -> subprocess.CompletedProcess:
+    edits = mutant[1:]
+    args = [a for i in range(0, len(edits), 2) for a in ("--replace", edits[i], edits[i + 1])]
+    return run_lab(src, *args)
+
+
 @needs_root
 @pytest.mark.parametrize("src,mutant", MUTANT_CASES,
                          ids=[f"{lab_id(s)}-{m[0][:40]}" for s, m in MUTANT_CASES])
 def test_wrong_solution_fails(src, mutant):
-    edits = mutant[1:]
-    args = [a for i in range(0, len(edits), 2) for a in ("--replace", edits[i], edits[i + 1])]
-    r = run_lab(src, *args)
+    r = run_mutant(src, mutant)
     assert r.returncode == FAIL, verdict(r)
+
+
+@needs_root
+@pytest.mark.parametrize("src,mutant", KPROBE_CASES,
+                         ids=[f"{lab_id(s)}-{m[0][:40]}" for s, m in KPROBE_CASES])
+def test_wrong_kprobe_variant_fails(src, mutant):
+    """Only a kernel with kprobes judges the kprobe variant (the course VM)."""
+    from ebpf_tutor import features
+    if not features.available("kprobes"):
+        pytest.skip(f"needs kprobes ({features.reason('kprobes')})")
+    r = run_mutant(src, mutant)
+    assert r.returncode == FAIL, verdict(r)
+
+
+@pytest.mark.parametrize("src,mutant", KPROBE_CASES,
+                         ids=[f"{lab_id(s)}-{m[0][:40]}" for s, m in KPROBE_CASES])
+def test_kprobe_mutant_applies(src, mutant):
+    """Where they are skipped, their texts still must occur in the solution."""
+    text = src.read_text()
+    for old in mutant[1::2]:
+        assert old in text, f"{old!r} is not in {src.name}"
 
 
 def test_every_lab_has_wrong_solutions():

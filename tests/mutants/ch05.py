@@ -1,7 +1,9 @@
 """Plausible wrong solutions for the labs of chapter 5 (see tests/mutants/__init__.py).
 
 On a kernel without kprobes only the tracepoint variant and the shared part
-run for real, so every mutant here breaks one of those."""
+run for real, so every mutant in MUTANTS breaks one of those. KPROBE_MUTANTS
+break the kprobe variant alone: only a kernel with kprobes (the course VM)
+can tell them from the solution, and the tests skip them elsewhere."""
 
 MUTANTS: dict[str, list[tuple[str, ...]]] = {
     "5.1": [
@@ -39,5 +41,20 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "    u32 tid = id;\n", "    u32 tid = id >> 32;\n"),
         ("adds microseconds instead of nanoseconds",
          "bpf_ktime_get_ns() - s->ts);", "(bpf_ktime_get_ns() - s->ts) / 1000);"),
+    ],
+}
+
+KPROBE_MUTANTS: dict[str, list[tuple[str, ...]]] = {
+    "5.1": [
+        ("counts the first argument (dfd, AT_FDCWD = -100) as the return value",
+         "count_return(PT_REGS_RC(ctx));", "count_return(PT_REGS_PARM1(ctx));"),
+    ],
+    "5.2": [
+        ("records the state the socket leaves, read from the socket itself",
+         "track((u64)sk, state, saddr,", "track((u64)sk, sk->__sk_common.skc_state, saddr,"),
+    ],
+    "5.3": [
+        ("return probe attached as a kprobe: the wait ends as it begins",
+         'prog.attach_kretprobe(event="futex_wait"', 'prog.attach_kprobe(event="futex_wait"'),
     ],
 }
