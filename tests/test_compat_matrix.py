@@ -25,6 +25,9 @@ VM = """<testsuites><testsuite>
   <properties><property name="feature" value="available"/></properties></testcase>
 <testcase classname="tests.test_labs" name="test_solution_passes[5.1]">
   <system-out>PASS lab 5.1 (solution): kprobe on do_sys_openat2: ok; tracepoint variant: ok</system-out></testcase>
+<testcase classname="tests.test_labs" name="test_solution_passes[5.2]">
+  <system-out>PASS lab 5.2 (solution): kprobe on tcp_set_state: ok; tracepoint variant: ok</system-out></testcase>
+<testcase classname="tests.test_labs" name="test_wrong_kprobe_variant_fails[5.2-old state]"/>
 </testsuite></testsuites>"""
 
 
@@ -40,5 +43,6 @@ def test_tables_say_what_ran_and_what_attached(tmp_path):
     assert rows["XDP"] == ["yes", "not tried", "not tried"]
     assert rows["lab 5.1"] == ["passed (tracepoint fallback)",
                                "passed (kprobe attached, solution only)", "–"]
+    assert rows["lab 5.2"] == ["–", "passed (kprobe attached, solution and wrong kprobe variants)", "–"]
     assert rows["lab 7.1"][0] == "**failed**"
     assert rows["chapter 5 notebook"][0] == "passed (1 skipped)"

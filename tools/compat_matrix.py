@@ -70,7 +70,8 @@ def _row(cls: str, name: str) -> str:
 
 
 KINDS = {"test_solution_passes": "solution", "test_untouched_starter_fails": "starter",
-         "test_wrong_solution_fails": "wrong"}     # the three tests of tests/test_labs.py
+         "test_wrong_solution_fails": "wrong",     # the tests of tests/test_labs.py
+         "test_wrong_kprobe_variant_fails": "wrong kprobe"}
 
 
 def _kind(name: str) -> str:
@@ -97,7 +98,10 @@ def verdict(results: list[tuple[str, str, str]], how: str) -> str:
     kinds = {k for o, _, k in results if o == PASSED}
     notes = [how] if how else []
     if "solution" in kinds and not kinds & {"starter", "wrong"}:
-        notes.append("solution only")
+        notes.append("solution and wrong kprobe variants" if "wrong kprobe" in kinds
+                     else "solution only")
+    elif "wrong kprobe" in kinds:
+        notes.append("wrong kprobe variants too")
     n_skipped = sum(o == SKIPPED for o, _, _ in results)
     if n_skipped:
         notes.append(f"{n_skipped} skipped")
@@ -143,7 +147,8 @@ def render(runs: list[tuple[str, Run]], source: str = "") -> str:
     lines += ["", "## Chapters and labs", "",
               "A lab *passed* when its solution passed its check and its untouched starter "
               "and every plausible wrong solution failed it; *solution only* means only the "
-              "solution ran there (emulation is slow). A notebook passed when every cell ran "
+              "solution ran there (emulation is slow); *wrong kprobe variants* are wrong "
+              "solutions that only a kernel with kprobes can tell apart. A notebook passed when every cell ran "
               "(with its reference outputs on the host). In chapter 5, *kprobe attached* "
               "means the kprobe variant was attached and judged; *tracepoint fallback* "
               "means it was only verified, and the tracepoint variant was judged. "
