@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes as ct
 import gzip
+import itertools
 import json
 import os
 import random
@@ -90,8 +91,9 @@ def _config_of(root: Path) -> dict[str, str]:
     return dict(re.findall(r"^(CONFIG_\w+)=(.*)$", text, re.M))
 
 
-def _fake_root(tmp: Path, rng: random.Random, btf: bool) -> Path:
-    """A made-up /proc and /sys with values no real machine here has."""
+def _fake_root(tmp: Path, rng: random.Random, btf: bool, caps: list[str]) -> Path:
+    """A made-up /proc and /sys with values no real machine here has, holding
+    the capabilities `caps` (names from doctor.CAPS)."""
     root = tmp / f"root{rng.randrange(10**6)}"
     rel = f"5.{rng.randrange(4, 19)}.0-ebt{rng.randrange(1000)}"
     files = {
@@ -99,7 +101,6 @@ def _fake_root(tmp: Path, rng: random.Random, btf: bool) -> Path:
         "proc/sys/net/core/bpf_jit_enable": f"{rng.choice([0, 1, 2])}\n",
         "proc/sys/kernel/unprivileged_bpf_disabled": f"{rng.choice([0, 1, 2])}\n",
     }
-    caps = rng.sample(sorted(CAPS), rng.randrange(0, len(CAPS)))
     mask = sum(1 << CAPS[c] for c in caps) | (1 << 5)   # plus CAP_KILL, not a BPF cap
     files["proc/self/status"] = f"Name:\tfake\nCapInh:\t0000000000000000\nCapEff:\t{mask:016x}\n"
     for rel_path, text in files.items():
@@ -117,6 +118,10 @@ def _fake_root(tmp: Path, rng: random.Random, btf: bool) -> Path:
     return root
 
 
+_ANY = list(itertools.product([False, True], repeat=3))   # which of the 3 test trees hold a cap
+_SOME_NOT_ALL = [t for t in _ANY if any(t) and not all(t)]
+
+
 @lab("1.2", "system info from Python")
 def check_system_info(system_info) -> str:
     """system_info(root) is called on the real machine and on 3 made-up
@@ -125,7 +130,12 @@ def check_system_info(system_info) -> str:
     with tempfile.TemporaryDirectory(prefix="ebt-sysinfo-") as tmp:
         btf = [True, False, rng.random() < 0.5]     # both answers, always
         rng.shuffle(btf)
-        roots = [Path("/")] + [_fake_root(Path(tmp), rng, b) for b in btf]
+        # Each BPF capability is held in at least one tree and missing from
+        # another (which trees is random), so a wrong bit always shows.
+        held = {c: rng.choice(_SOME_NOT_ALL) if c in BPF_CAPS else rng.choice(_ANY)
+                for c in sorted(CAPS)}
+        caps = [[c for c, trees in held.items() if trees[i]] for i in range(len(btf))]
+        roots = [Path("/")] + [_fake_root(Path(tmp), rng, b, c) for b, c in zip(btf, caps)]
         for root in roots:
             want = _truth(root)
             got = system_info(str(root))
