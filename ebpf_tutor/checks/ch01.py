@@ -94,7 +94,7 @@ def _config_of(root: Path) -> dict[str, str]:
 def _fake_root(tmp: Path, rng: random.Random, btf: bool, caps: list[str]) -> Path:
     """A made-up /proc and /sys with values no real machine here has, holding
     the capabilities `caps` (names from doctor.CAPS)."""
-    root = tmp / f"root{rng.randrange(10**6)}"
+    root = Path(tempfile.mkdtemp(prefix="root", dir=tmp))     # a fresh name, never shared
     rel = f"5.{rng.randrange(4, 19)}.0-ebt{rng.randrange(1000)}"
     files = {
         "proc/sys/kernel/osrelease": rel + "\n",
