@@ -107,6 +107,8 @@ def check_ddos(program: str) -> str:
 
 # -------------------------------------------------------------------- 7.2 --
 LB_VIP, LB_BACKENDS, LB_CONNECTIONS, LB_MIN_EACH = "10.201.100.1", ("b1", "b2", "b3"), 45, 3
+# Ports whose two bytes differ: htons(VPORT) != VPORT, so a byte-order mistake cannot hide.
+LB_PORTS = [p for p in range(8000, 9000) if p >> 8 != p & 0xFF]
 
 
 def _mac_list(mac: str) -> list[int]:
@@ -118,7 +120,7 @@ def check_load_balancer(program: str) -> str:
     """45 TCP request/response exchanges from a client to VIP:VPORT through
     the learner's XDP program on the LB, with three backends that own the
     VIP; the LB itself has no route to the VIP (blackhole)."""
-    vport = random.randrange(8000, 9000)
+    vport = random.choice(LB_PORTS)
     vip_be = struct.unpack("<I", socket.inet_aton(LB_VIP))[0]
     cflags = [f"-DVIP={vip_be:#x}", f"-DVPORT={vport}", f"-DN_BACKENDS={len(LB_BACKENDS)}"]
     tag = secrets.token_hex(3)
