@@ -46,7 +46,7 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
 
 KPROBE_MUTANTS: dict[str, list[tuple[str, ...]]] = {
     "5.1": [
-        ("counts the first argument (dfd, AT_FDCWD = -100) as the return value",
+        ("reads the first argument register in the return probe, not the return value",
          "count_return(PT_REGS_RC(ctx));", "count_return(PT_REGS_PARM1(ctx));"),
     ],
     "5.2": [
