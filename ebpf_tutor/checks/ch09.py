@@ -5,8 +5,9 @@ Every enforcement check runs the same actions twice, with a fresh scratch
 cgroup: once from a process inside it (must be denied where the policy
 says so, allowed elsewhere) and once from a process outside it (must be
 allowed: a policy that leaks out of its cgroup is wrong too). Ports come
-from the kernel (bind to port 0), devices and sysctls are drawn at random,
-so no hard-coded answer can pass.
+from the kernel (bind to port 0; never one that reads the same in both byte
+orders), devices and sysctls are drawn at random, so no hard-coded answer
+can pass.
 """
 from __future__ import annotations
 
@@ -100,18 +101,31 @@ def probe(cg: ScratchCgroup | None, actions: list[list], lab_id: str,
 
 class _LoopbackSockets:
     """Sockets of one kind on 127.0.0.1, ports chosen by the kernel, that
-    count what arrives on each (a subclass says how one arrival is taken)."""
+    count what arrives on each (a subclass says how one arrival is taken).
+
+    No port reads the same in both byte orders (like 0x9393): with one of
+    those, a program that forgets ntohs() or htons() would pass by luck
+    (1 kernel-chosen port in 256)."""
 
     kind = socket.SOCK_STREAM
 
     def __init__(self, n: int):
         self.socks = []
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, self.kind)
-            s.bind(("127.0.0.1", 0))
-            self._open(s)
-            s.setblocking(False)
-            self.socks.append(s)
+        skipped = []             # stay bound until the end: the kernel cannot hand them out again
+        try:
+            while len(self.socks) < n:
+                s = socket.socket(socket.AF_INET, self.kind)
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+                if port >> 8 == port & 0xFF:
+                    skipped.append(s)
+                    continue
+                self._open(s)
+                s.setblocking(False)
+                self.socks.append(s)
+        finally:
+            for s in skipped:
+                s.close()
         self.ports = [s.getsockname()[1] for s in self.socks]
 
     def _open(self, s: socket.socket) -> None:
