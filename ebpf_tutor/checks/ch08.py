@@ -107,6 +107,9 @@ def _too_slow_hint(ratio: float) -> str:
 # -------------------------------------------------------------------- 8.2 --
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP = 1, 6, 17
 N_UDP, N_TCP, N_ICMP = 10, 3, 3
+# Ports whose two bytes differ: one that reads the same in both byte orders
+# would let a lookup without ntohs() match by luck.
+FW_PORTS = [p for p in range(20000, 30000, 7) if p >> 8 != p & 0xFF]
 
 
 def _rule(table, proto: int, port: int):
@@ -120,7 +123,7 @@ def check_firewall(program: str) -> str:
     """UDP, TCP and ICMP flows from a to b under two rule sets written into
     the learner's `rules` map (the second one at run time); what arrived is
     counted by sockets on b and by echo replies."""
-    ports = random.sample(range(20000, 30000, 7), 4)
+    ports = random.sample(FW_PORTS, 4)
     u_block, u_open, both, t_open = ports       # `both`: blocked for TCP, open for UDP
     try:
         with net.VethPair() as lab, _load("8.2", program, "tc_firewall") as prog:
