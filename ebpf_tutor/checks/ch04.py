@@ -296,6 +296,8 @@ def _alloc_plan(rng: random.Random) -> tuple[str, list[int], list[int]]:
                          rng.randrange(200_000, 600_000)]) for _ in range(rng.randrange(8, 15))]
     last = len(sizes) - 1
     frees = rng.sample(range(last), rng.randrange(2, last))
+    if sizes[last] == sum(sizes[j] for j in frees):
+        sizes[last] += 1     # else "every block but the last, no frees" would be the right total
     ops = [("m", i, i) for i in range(len(sizes))]            # (kind, block, position)
     for j in frees:                          # after its own malloc, before the last one
         ops.append(("f", j, rng.uniform(j + 0.5, last - 0.5)))
