@@ -262,15 +262,17 @@ def check_tcp_tracker(kprobe_program: str, attach_kprobes, tracepoint_program: s
 CONTEND_C = r"""
 /* n threads queue up on one pthread mutex; each measures its own wait. */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static long hold_us;
-struct result { pid_t tid; long waited_ns; };
+struct result { pid_t tid; long waited_ns, queued_ns; };
 
 static long now_ns(void) {
     struct timespec t;
@@ -278,12 +280,29 @@ static long now_ns(void) {
     return t.tv_sec * 1000000000L + t.tv_nsec;
 }
 
+/* ns this thread has spent runnable but waiting for a CPU (the kernel's own
+   accounting; no stdio: its locks would be futexes of their own) */
+static long run_delay_ns(void) {
+    char buf[128] = {0};
+    int fd = open("/proc/thread-self/schedstat", O_RDONLY);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    char *p = strchr(buf, ' ');
+    return p ? strtol(p + 1, NULL, 10) : 0;
+}
+
 static void *worker(void *arg) {
     struct result *r = arg;
     r->tid = gettid();
+    long queued = run_delay_ns();
     long start = now_ns();
     pthread_mutex_lock(&lock);
     r->waited_ns = now_ns() - start;
+    r->queued_ns = run_delay_ns() - queued;
     usleep(hold_us);
     pthread_mutex_unlock(&lock);
     return NULL;
@@ -303,15 +322,17 @@ int main(int argc, char **argv) {
         pthread_join(th[i], NULL);
     printf("main %d mutex %p\n", gettid(), (void *)&lock);
     for (int i = 0; i < n && i < 16; i++)
-        printf("worker %d waited_ns %ld\n", res[i].tid, res[i].waited_ns);
+        printf("worker %d waited_ns %ld queued_ns %ld\n", res[i].tid, res[i].waited_ns,
+               res[i].queued_ns);
     return 0;
 }
 """
 
 
-def _contention(n_threads: int, hold_us: int) -> tuple[int, int, dict[int, int]]:
+def _contention(n_threads: int, hold_us: int) -> tuple[int, int, dict[int, int], dict[int, int]]:
     """Build and run the contention program under a fresh name. Returns
-    (pid = main thread id, mutex address, {worker tid: ns it measured waiting})."""
+    (pid = main thread id, mutex address, {worker tid: ns it measured waiting},
+    {worker tid: ns of that time it sat runnable waiting for a CPU})."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise RuntimeError("lab 5.3 needs a C compiler to build its workload: apt-get install gcc")
@@ -326,15 +347,17 @@ def _contention(n_threads: int, hold_us: int) -> tuple[int, int, dict[int, int]]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     head = re.search(r"main (\d+) mutex (0x[0-9a-f]+)", out)
-    waited = {int(t): int(ns) for t, ns in re.findall(r"worker (\d+) waited_ns (\d+)", out)}
-    return int(head.group(1)), int(head.group(2), 16), waited
+    rows = re.findall(r"worker (\d+) waited_ns (\d+) queued_ns (\d+)", out)
+    waited = {int(t): int(ns) for t, ns, _ in rows}
+    queued = {int(t): int(q) for t, _, q in rows}
+    return int(head.group(1)), int(head.group(2), 16), waited, queued
 
 
 def _judge_locks(prog: Program, how: str) -> str:
     expect(has_table(prog, "waits"), "5.3", "your program has no map named `waits`",
            "declare it: BPF_HASH(waits, struct wait_key_t, struct wait_t);")
     n, hold_us = random.randint(3, 4), random.randint(40, 60) * 1000
-    pid, mutex, waited = _contention(n, hold_us)
+    pid, mutex, waited, queued = _contention(n, hold_us)
     mine = {(k.tid, k.uaddr): (v.wait_ns, v.waits) for k, v in prog["waits"].items()
             if k.tgid == pid}
     on_mutex = {tid: val for (tid, addr), val in mine.items() if addr == mutex}
@@ -362,9 +385,14 @@ def _judge_locks(prog: Program, how: str) -> str:
                "key by thread (tid), process (tgid) and lock address (uaddr)")
         got_ns, count = on_mutex[tid]
         expect(count >= 1, "5.3", f"thread {tid}: `waits` says it waited {count} times")
-        slack = 0.05 * user_ns + 3_000_000
-        expect(abs(got_ns - user_ns) <= slack, "5.3", f"thread {tid} measured its own wait as "
-               f"{user_ns / 1e6:.1f} ms; `waits` says {got_ns / 1e6:.3f} ms",
+        # The thread's clock also runs while it sits runnable waiting for a CPU just
+        # before or after its futex call (a busy machine): the kernel's own count of
+        # its run-queue time over the whole measurement may be missing from `waits`.
+        slack, late = 0.05 * user_ns + 3_000_000, queued[tid]
+        expect(user_ns - late - slack <= got_ns <= user_ns + slack, "5.3",
+               f"thread {tid} measured its own wait as {user_ns / 1e6:.1f} ms"
+               + (f" ({late / 1e6:.1f} ms of it waiting for a CPU)" if late >= 1_000_000 else "")
+               + f"; `waits` says {got_ns / 1e6:.3f} ms",
                "store the start time per thread (tid) at entry, and add "
                "bpf_ktime_get_ns() - start (in ns) at exit" if got_ns > 0 else
                "is the wait time computed at exit and added to wait_ns?")
@@ -381,5 +409,7 @@ def _judge_locks(prog: Program, how: str) -> str:
 def check_lock_contention(kprobe_program: str, attach_kprobes, tracepoint_program: str) -> str:
     """A fresh C program makes 3-4 threads queue on one pthread mutex; for each
     thread, `waits[(tgid, tid, mutex address)]` must match the wait the thread
-    measured itself, and the thread that only held the lock must not appear."""
+    measured itself (within 5% + 3 ms; less, at most, the time the kernel says
+    the thread sat waiting for a CPU meanwhile), and the thread that only held
+    the lock must not appear."""
     return _two_variants("5.3", kprobe_program, attach_kprobes, tracepoint_program, _judge_locks)
