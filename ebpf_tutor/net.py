@@ -26,6 +26,7 @@ import os
 import socket
 import struct
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -33,6 +34,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from pyroute2 import NetNS, netns
 
 PREFIX = "ebt-"
+FIRST_INDEX = 10          # our veth ends get 10, 11, ...: never their peer's index, small enough for a devmap key
 _counter = itertools.count()
 
 
@@ -177,6 +179,7 @@ class Sandbox:
         self._links: list[tuple[str, str, str, str]] = []   # (key, ifname, peer key, peer ifname)
         self._base = new_name()
         self._handles: dict[str, NetNS] = {}
+        self._next_index = FIRST_INDEX
 
     # --- building (all on the netlink thread, one netlink socket per namespace)
     def _nl(self, key: str) -> NetNS:
@@ -187,6 +190,7 @@ class Sandbox:
     def _build_all(self) -> None:
         try:
             self._build()
+            self._wait_until_up()
         finally:
             for h in self._handles.values():
                 h.close()
@@ -204,8 +208,14 @@ class Sandbox:
 
     def _make_veth(self, key: str, ifname: str, ip: str, peer: str, peer_if: str, peer_ip: str,
                    prefix: int) -> None:
-        self._nl(key).link("add", ifname=ifname, kind="veth",
+        # Two fresh namespaces would give both ends ifindex 2. A veth whose
+        # index equals its peer's looks like a plain device to the kernel's
+        # link watcher, which then turns the carrier on up to 1 s later, and
+        # the first packets are dropped meanwhile. A distinct index makes
+        # that immediate.
+        self._nl(key).link("add", ifname=ifname, kind="veth", index=self._next_index,
                            peer={"ifname": peer_if, "net_ns_fd": self.ns[peer]})
+        self._next_index += 1
         for k, ifn, addr in ((key, ifname, ip), (peer, peer_if, peer_ip)):
             n = self._nl(k)
             idx = n.link_lookup(ifname=ifn)[0]
@@ -227,6 +237,20 @@ class Sandbox:
 
     def _build(self) -> None:
         raise NotImplementedError
+
+    def _wait_until_up(self, timeout: float = 5.0) -> None:
+        """Return once every veth end is operationally up: it carries packets."""
+        ends = [(k, ifn) for key, ifname, peer, peer_if in self._links
+                for k, ifn in ((key, ifname), (peer, peer_if))]
+        deadline = time.monotonic() + timeout
+        while ends:
+            ends = [(k, ifn) for k, ifn in ends
+                    if self._nl(k).get_links(ifname=ifn)[0].get_attr("IFLA_OPERSTATE") != "UP"]
+            if ends and time.monotonic() > deadline:
+                raise RuntimeError(f"veth {ends[0][1]} in {self.ns[ends[0][0]]} was not up "
+                                   f"after {timeout:.0f} s")
+            if ends:
+                time.sleep(0.002)
 
     def __enter__(self):
         try:
