@@ -54,6 +54,21 @@ def test_veth_pair_keeps_its_api():
 
 
 @needs_root
+def test_a_fresh_pair_carries_its_first_packet_at_once():
+    """Both ends up when the sandbox is returned: no second of lost packets
+    while the kernel's link watcher catches up (it did when both ends had
+    ifindex 2)."""
+    import time
+    from ebpf_tutor import net
+    with net.VethPair() as lab:
+        assert lab.ifindex("a") != lab.ifindex("b")
+        t0 = time.monotonic()
+        r = lab.run_in("a", ["ping", "-c", "1", "-W", "5", lab.ip_b])
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert time.monotonic() - t0 < 0.9     # an ARP retry would take 1 s
+
+
+@needs_root
 def test_quiet_pair_carries_only_our_packets():
     from ebpf_tutor import net
     with net.VethPair(quiet=True) as lab:
