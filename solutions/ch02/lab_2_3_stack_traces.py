@@ -16,8 +16,8 @@
 #
 # **Expected observation.** The check compiles a small C program whose
 # CPU-burning function has a fresh, random name (`ebt_spin_...`), called
-# from `main`. It calls your `start(prog)`, runs the program (it burns 0.3
-# seconds of CPU, then sleeps) next to a *decoy* process that burns in a
+# from `main`. It calls your `start(prog)`, runs the program (it burns 1
+# second of CPU, then sleeps) next to a *decoy* process that burns in a
 # function of another name, then calls `folded(prog, pid)` with the target's
 # pid. Your result must
 #
