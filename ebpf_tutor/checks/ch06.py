@@ -13,12 +13,13 @@ import fcntl
 import mmap
 import os
 import platform
+import select
 import random
 import struct
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
@@ -131,8 +132,9 @@ def check_syscall_monitor(program: str) -> str:
 PR_SET_NAME = 15
 
 
-def _contender(name: str, busy: bool, seconds: float, release_fd: int) -> None:
-    """Child body: run on CPU 0 only, busy or busy/sleep, then block until released."""
+def _contender(name: str, busy: bool, seconds: float, done_fd: int, release_fd: int) -> None:
+    """Child body: run on CPU 0 only, busy or busy/sleep, say so on done_fd,
+    then block until released."""
     try:
         ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode(), 0, 0, 0)
         end = time.monotonic() + seconds
@@ -142,9 +144,23 @@ def _contender(name: str, busy: bool, seconds: float, release_fd: int) -> None:
                 while time.monotonic() < spin:
                     pass
                 time.sleep(0.001)
+        os.write(done_fd, b"d")
         os.read(release_fd, 1)
     finally:
         os._exit(0)
+
+
+def _wait_blocked(pids: Iterable[int], done_fd: int, timeout: float = 15.0) -> None:
+    """Wait until every contender has said it is done and sleeps on the pipe:
+    from then on neither the scheduler nor the learner's map counts anything
+    more for it, however long a busy machine took to get there."""
+    pids, deadline = list(pids), time.monotonic() + timeout
+    done = 0
+    while done < len(pids) and select.select([done_fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+        done += len(os.read(done_fd, len(pids) - done))
+    while any(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "S"
+              for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def _schedstat(pid: int) -> tuple[int, int, int]:
@@ -161,6 +177,7 @@ def check_runqlat(program: str) -> str:
     its buckets must bracket the run delay the kernel accounted."""
     name = unique_name("ebtrq")
     release_r, release_w = os.pipe()
+    done_r, done_w = os.pipe()
     pids: dict[int, str] = {}
     try:
         with Program(program, name="lab 6.2") as prog:
@@ -173,19 +190,19 @@ def check_runqlat(program: str) -> str:
                     kind = "busy" if i % 2 else "sleepy"
                     pid = os.fork()
                     if pid == 0:
-                        _contender(name, kind == "busy", 1.0, release_r)
+                        _contender(name, kind == "busy", 1.0, done_w, release_r)
                     pids[pid] = kind
             finally:
                 os.sched_setaffinity(0, saved)
-            time.sleep(1.25)                                # they run, then block on the pipe
+            _wait_blocked(pids, done_r)                      # they run, then block on the pipe
             stats = {pid: _schedstat(pid) for pid in pids}
             rows = [(k.pid, k.slot, v.value) for k, v in prog["dist"].items()]
     finally:
         os.write(release_w, b"x" * len(pids))
         for pid in pids:
             os.waitpid(pid, 0)
-        os.close(release_r)
-        os.close(release_w)
+        for fd in (release_r, release_w, done_r, done_w):
+            os.close(fd)
         close_all()
     expect(bool(rows), "6.2", "`dist` stayed empty while 4 processes fought for one CPU",
            "on sched_switch, look up the start time of args->next_pid and add the latency "
