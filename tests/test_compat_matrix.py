@@ -15,6 +15,7 @@ HOST = """<testsuites><testsuite>
   <system-out>PASS lab 5.1 (solution): tracepoint variant: ok; kprobe variant: 1 function(s) passed the verifier but were NOT attached</system-out></testcase>
 <testcase classname="tests.test_labs" name="test_untouched_starter_fails[5.1]"/>
 <testcase classname="tests.test_labs" name="test_wrong_solution_fails[5.1-x]"/>
+<testcase classname="tests.test_labs" name="test_wrong_kprobe_variant_fails[5.1-y]"><skipped message="needs kprobes"/></testcase>
 <testcase classname="tests.test_labs" name="test_solution_passes[7.1]"><failure message="boom"/></testcase>
 <testcase classname="notebooks/ch05_kprobes.ipynb" name="Cell 0"/>
 <testcase classname="notebooks/ch05_kprobes.ipynb" name="Cell 1"><skipped message="needs kprobes"/></testcase>
@@ -41,7 +42,7 @@ def test_tables_say_what_ran_and_what_attached(tmp_path):
             for ln in out.read_text().splitlines() if ln.startswith("| ") and "---" not in ln}
     assert rows["kprobes"] == ["no: built without CONFIG_KPROBES", "yes", "not tried"]
     assert rows["XDP"] == ["yes", "not tried", "not tried"]
-    assert rows["lab 5.1"] == ["passed (tracepoint fallback)",
+    assert rows["lab 5.1"] == ["passed (tracepoint fallback, wrong kprobe variants need kprobes)",
                                "passed (kprobe attached, solution only)", "–"]
     assert rows["lab 5.2"] == ["–", "passed (kprobe attached, solution and wrong kprobe variants)", "–"]
     assert rows["lab 7.1"][0] == "**failed**"

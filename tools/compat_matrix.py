@@ -102,9 +102,11 @@ def verdict(results: list[tuple[str, str, str]], how: str) -> str:
                      else "solution only")
     elif "wrong kprobe" in kinds:
         notes.append("wrong kprobe variants too")
-    n_skipped = sum(o == SKIPPED for o, _, _ in results)
+    n_skipped = sum(o == SKIPPED and k != "wrong kprobe" for o, _, k in results)
     if n_skipped:
         notes.append(f"{n_skipped} skipped")
+    if any(o == SKIPPED and k == "wrong kprobe" for o, _, k in results):
+        notes.append("wrong kprobe variants need kprobes")
     return PASSED + (f" ({', '.join(notes)})" if notes else "")
 
 
