@@ -30,19 +30,6 @@ def _mb(rate: float) -> str:
     return f"{rate / 1e6:.2f} MB/s"
 
 
-def _wait_path(lab, port: int, timeout: float = 3.0) -> None:
-    """Send a datagram a -> b every 20 ms until one arrives (or `timeout`).
-    A fresh veth pair can hold its first packets for a second: when its first
-    ARP request goes unanswered (the link is not quite ready yet, which takes
-    longer on a busy machine), ARP asks again only 1 s later. A rate measured
-    meanwhile would read as a machine too busy to test."""
-    with flows.UdpSinks(lab.ns["b"], [port]) as sink:
-        end = time.monotonic() + timeout
-        while not sink.counts()[port] and time.monotonic() < end:
-            flows.udp_send(lab.ns["a"], lab.ip_b, port, 1)
-            time.sleep(0.02)
-
-
 # -------------------------------------------------------------------- 8.1 --
 BURST = 20_000               # bytes
 PAYLOAD = 1000               # bytes of UDP payload per datagram (1042 on the wire)
@@ -56,7 +43,6 @@ def check_limiter(program: str) -> str:
     port = random.randrange(20000, 30000)
     try:
         with net.VethPair() as lab:
-            _wait_path(lab, port)
             free = flows.udp_flow(lab, port, 0.5, size=PAYLOAD)
             rate = int(min(1_500_000, free.rate / 8) * random.uniform(0.7, 1.0))
             expect(rate >= 100_000, "8.1",
@@ -332,9 +318,6 @@ def check_chaos(program: str) -> str:
             _set_config(prog, 0, 0, port)
             with net.VethPair() as lab, flows.UdpEcho(lab.ns["b"], [port, control]):
                 a = lab.ns["a"]
-                # first one echo each way: a fresh veth pair can hold its first packets
-                # for a second (see _wait_path), which the baseline would take for loss
-                flows.udp_probes(a, lab.ip_b, [control], 1, wait=ECHO_WAIT)
                 base = flows.udp_probes(a, lab.ip_b, [port, control], PROBES, wait=ECHO_WAIT)
                 with (tc.root_qdisc(a, lab.ifname["a"], "fq") if fq else contextlib.nullcontext()), \
                         tc.attach(prog, "tc_chaos", a, lab.ifname["a"], tc.EGRESS):
