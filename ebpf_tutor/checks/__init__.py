@@ -9,6 +9,12 @@ from ..labs import LabFailed
 from ..program import Program
 
 
+def byte_order_blind(port: int) -> bool:
+    """True for a port that reads the same in both byte orders (0x9393): with
+    it, a program that forgets ntohs() or htons() would pass by luck."""
+    return port >> 8 == port & 0xFF
+
+
 def has_table(prog: Program, name: str) -> bool:
     """True if the learner's program declares a map called `name`."""
     try:

@@ -10,6 +10,7 @@ import sys
 import tempfile
 
 from .. import bpfsys
+from . import byte_order_blind
 from ..asm import AsmError
 from ..errors import VerifierError
 from ..labs import LabFailed, expect, lab
@@ -50,7 +51,7 @@ def _random_port(rng: random.Random) -> int:
     """A port whose two bytes differ, so a byte-order mistake cannot hide."""
     while True:
         port = rng.randrange(1024, 65000)
-        if port >> 8 != port & 0xFF and port + 1 < 65536:
+        if not byte_order_blind(port) and port + 1 < 65536:
             return port
 
 

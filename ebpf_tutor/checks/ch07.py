@@ -17,7 +17,7 @@ import time
 from .. import net, traffic, xdp
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
-from . import has_table, load_packet_program
+from . import byte_order_blind, has_table, load_packet_program
 
 
 def _load(lab_id: str, program: str, fn_name: str, cflags: list[str]) -> Program:
@@ -108,7 +108,7 @@ def check_ddos(program: str) -> str:
 # -------------------------------------------------------------------- 7.2 --
 LB_VIP, LB_BACKENDS, LB_CONNECTIONS, LB_MIN_EACH = "10.201.100.1", ("b1", "b2", "b3"), 45, 3
 # Ports whose two bytes differ: htons(VPORT) != VPORT, so a byte-order mistake cannot hide.
-LB_PORTS = [p for p in range(8000, 9000) if p >> 8 != p & 0xFF]
+LB_PORTS = [p for p in range(8000, 9000) if not byte_order_blind(p)]
 
 
 def _mac_list(mac: str) -> list[int]:

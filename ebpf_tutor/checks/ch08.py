@@ -15,7 +15,7 @@ import time
 from .. import flows, net, packets, tc
 from ..labs import expect, lab
 from ..program import Program, close_all
-from . import load_packet_program, require_table
+from . import byte_order_blind, load_packet_program, require_table
 
 KEEP = "keep the declaration "      # the start of a missing map's hint
 
@@ -109,7 +109,7 @@ IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP = 1, 6, 17
 N_UDP, N_TCP, N_ICMP = 10, 3, 3
 # Ports whose two bytes differ: one that reads the same in both byte orders
 # would let a lookup without ntohs() match by luck.
-FW_PORTS = [p for p in range(20000, 30000, 7) if p >> 8 != p & 0xFF]
+FW_PORTS = [p for p in range(20000, 30000, 7) if not byte_order_blind(p)]
 
 
 def _rule(table, proto: int, port: int):

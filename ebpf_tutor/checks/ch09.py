@@ -24,7 +24,7 @@ from pathlib import Path
 from ..cgroup import ScratchCgroup
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
-from . import require_table
+from . import byte_order_blind, require_table
 
 KEEP = "keep the given declaration: "  # the start of a missing map's hint
 
@@ -117,7 +117,7 @@ class _LoopbackSockets:
                 s = socket.socket(socket.AF_INET, self.kind)
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-                if port >> 8 == port & 0xFF:
+                if byte_order_blind(port):
                     skipped.append(s)
                     continue
                 self._open(s)
