@@ -66,7 +66,8 @@ EVENTS = Path("/sys/kernel/tracing/events")
 
 # %% [markdown]
 # Tracepoints live in tracefs, one directory per category, one per event.
-# How many does this kernel have?
+# How many does this kernel have? (The answer changes with the kernel's
+# version and build options.)
 
 # %% tags=["nbval-ignore-output"]
 per_category = pd.Series({d.name: sum(1 for e in d.iterdir() if e.is_dir())
@@ -84,6 +85,10 @@ plt.tight_layout()
 # size. BCC reads this file when it compiles a `TRACEPOINT_PROBE`, and builds
 # the `args` struct from it: `args->filename` is this kernel's layout, never
 # a guess.
+#
+# The `ID` line is the event's number, also the `common_type` of each of its
+# records. The kernel hands these numbers out as it registers events, so
+# they differ from one kernel build to the next; we print it as `<n>`.
 
 # %%
 def tp_format(category: str, event: str) -> pd.DataFrame:
@@ -98,7 +103,8 @@ def tp_format(category: str, event: str) -> pd.DataFrame:
     return pd.DataFrame(fields)
 
 
-print((EVENTS / "sched/sched_process_exec/format").read_text())
+fmt = (EVENTS / "sched/sched_process_exec/format").read_text()
+print(re.sub(r"^ID: \d+", "ID: <n>", fmt, flags=re.M))
 
 # %%
 tp_format("sched", "sched_process_exec")
@@ -405,7 +411,9 @@ pd.Series(rows, name="context switches").sort_values(ascending=False)
 #
 # Since Linux 5.17 `kfree_skb` carries `reason`, an `enum skb_drop_reason`.
 # The names of its values are in the format file's `print fmt`, so we read
-# them from there rather than from a header of some other kernel:
+# them from there rather than from a header of some other kernel. The list
+# grows with each kernel release (even two builds of the same version can
+# differ), so we print its size only roughly and look reasons up by name:
 
 # %%
 def symbolic_values(category: str, event: str, field: str) -> dict[int, str]:
@@ -416,8 +424,9 @@ def symbolic_values(category: str, event: str, field: str) -> dict[int, str]:
 
 
 DROP_REASONS = symbolic_values("skb", "kfree_skb", "reason")
-print(f"{len(DROP_REASONS)} drop reasons; e.g. 3 = {DROP_REASONS.get(3)}, "
-      f"4 = {DROP_REASONS.get(4)}")
+named = [r for r in ("NOT_SPECIFIED", "NO_SOCKET") if r in DROP_REASONS.values()]
+print(f"{'more than 100' if len(DROP_REASONS) > 100 else len(DROP_REASONS)} drop reasons, "
+      f"among them {' and '.join(named)}")
 
 # %% [markdown]
 # Connecting to a loopback port where nobody listens: the SYN arrives, no
