@@ -252,10 +252,11 @@ ax.legend()
 plt.tight_layout()
 
 # %% [markdown]
-# Four instructions per iteration: the verifier checks each iteration
-# separately, because `r1` is a different known number each time. A loop
-# over a value the verifier does not know (a packet length, say) needs an
-# explicit bound it can see, or the `bpf_loop()` helper.
+# Three instructions per iteration (the loop's body), plus the three outside
+# it: the verifier checks each iteration separately, because `r1` is a
+# different known number each time. A loop over a value the verifier does
+# not know (a packet length, say) needs an explicit bound it can see, or the
+# `bpf_loop()` helper.
 
 # %% [markdown]
 # ## 3.6 Memory, and the verifier's view of it
@@ -365,11 +366,18 @@ print("packets counted:", int.from_bytes(counts.lookup(0), "little"))
 # id (inside, the instruction holds the map's address), and the call to the
 # lookup helper was replaced by the array lookup itself, inline: an index
 # check, a shift and an add.
+#
+# Before those, R1 is moved from the map to the start of its values, by
+# `offsetof(struct bpf_array, value)`. That number depends on how the kernel
+# was configured and built, so the listing shows it by name, and only where
+# it equals the offset BTF gives for the field.
 
 # %%
 print(f"we wrote {sum(i.slots for i in resolve(count_packets))} slots; "
       f"the kernel runs {len(info.xlated) // 8}")
-print(disasm(info.xlated, map_ref="id"))
+value_offset = kernel_btf().member_offset("bpf_array", "value")
+print(re.sub(rf"r1 \+= {value_offset}$", "r1 += offsetof(struct bpf_array, value)",
+             disasm(info.xlated, map_ref="id"), flags=re.M))
 
 # %%
 counts.close()
