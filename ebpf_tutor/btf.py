@@ -138,6 +138,37 @@ class Btf:
                     return m.bit_offset + found[0], found[1]
         return None
 
+    def named_records(self) -> dict[str, list[BtfType]]:
+        """Every named struct and union, keyed "struct NAME" / "union NAME"
+        (a name can stand for more than one layout in vmlinux BTF), and
+        anonymous ones reached through a typedef, keyed by the typedef's name."""
+        out: dict[str, list[BtfType]] = {}
+        for t in self.types[1:]:
+            if t is None:
+                continue
+            if t.kind in ("struct", "union") and t.name:
+                out.setdefault(f"{t.kind} {t.name}", []).append(t)
+            elif t.kind == "typedef" and t.name:
+                target = self.types[t.size_or_type]
+                if target is not None and target.kind in ("struct", "union") and not target.name:
+                    out.setdefault(t.name, []).append(target)
+        return out
+
+    def flat_members(self, t: BtfType) -> dict[str, int]:
+        """Named, byte-aligned, non-bitfield members of `t` with their byte
+        offsets, looking through anonymous structs and unions as C does."""
+        out: dict[str, int] = {}
+        for m in t.members:
+            if m.name:
+                if m.bitfield_size == 0 and m.bit_offset % 8 == 0:
+                    out.setdefault(m.name, m.bit_offset // 8)
+                continue
+            inner = self.resolve(m.type_id)
+            if inner is not None and inner.kind in ("struct", "union") and m.bit_offset % 8 == 0:
+                for name, off in self.flat_members(inner).items():
+                    out.setdefault(name, m.bit_offset // 8 + off)
+        return out
+
     def struct_size(self, struct_name: str) -> int:
         return self.find(struct_name).size_or_type
 

@@ -174,6 +174,10 @@ def compile_error(stderr: str, source: str) -> CompileError:
 
 
 _COMPILE_HINTS = [
+    (r"'(\w+)' is unavailable: ebpf-tutor: layout differs from this kernel's BTF: (?:uses )?((?:struct|union) \w+)",
+     "'{0}' belongs to {1}, whose layout in the prepared headers could not be made equal to this "
+     "kernel's BTF, so reading it would give wrong bytes; `ebpf-tutor doctor` lists such structs. "
+     "Read the field another way (a tracepoint argument, a helper), or use CO-RE (chapter 10)"),
     (r"undeclared identifier '(\w+)'", "'{0}' is not defined: a typo, a missing #include, or a map "
      "declared after its first use"),
     (r"implicit declaration of function '(\w+)'", "'{0}' is not a known function or helper: check the "

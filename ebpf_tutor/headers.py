@@ -9,14 +9,17 @@ load but read the wrong bytes (a parent pid of 0, say). So this module:
    our cache);
 2. otherwise prepares one from the distribution's kernel source of the same
    major.minor, configured with the running kernel's exact `/proc/config.gz`;
-3. always compares struct member offsets in the tree with BTF, and refuses a
-   tree whose layouts are wrong.
+3. always audits every struct of the course's header set against BTF
+   (`layouts.py`); in a tree it prepared, it rewrites the structs that
+   disagree from BTF and makes any it cannot fix unusable (`repair.py`).
+   A tree with a silently wrong struct is never used.
 
 Run it as `ebpf-tutor headers` (the provisioning script does).
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import platform
@@ -24,9 +27,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import layouts, repair
 from .arch import kernel_arch
 from .btf import VMLINUX, kernel_btf
 
@@ -57,6 +62,9 @@ LAYOUT_INCLUDES = ["linux/sched.h", "linux/mm_types.h", "linux/skbuff.h", "net/s
 
 SOURCE_SUITES = ["bookworm", "bookworm-backports", "trixie", "trixie-backports", "sid"]
 STATUS_FILE = ".ebpf-tutor-headers.json"
+# Bump when the way a tree is prepared or audited changes: older statuses
+# are then audited again (and our own trees prepared again).
+RECIPE = 3
 
 
 class HeadersError(RuntimeError):
@@ -79,9 +87,18 @@ class HeadersStatus:
     path: str
     origin: str                      # "env", "lib/modules", "kheaders", "prepared"
     verified: bool
-    checks: list[FieldCheck] = field(default_factory=list)
+    checks: list[FieldCheck] = field(default_factory=list)   # the well-known fields, shown
     source: str = ""                 # e.g. "linux_6.18.15.orig.tar.xz"
     error: str = ""
+    members: int = 0                 # the full audit: members and structs compared
+    records: int = 0
+    wrong: list[str] = field(default_factory=list)      # mismatches in usable structs
+    wrong_structs: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)   # structs rewritten from BTF
+    poisoned: list[str] = field(default_factory=list)   # structs made unusable
+    btf_id: str = ""
+    recipe: int = 0
+    seconds: float = 0.0             # time to prepare (or audit) this tree
 
     @property
     def mismatches(self) -> list[FieldCheck]:
@@ -90,11 +107,16 @@ class HeadersStatus:
     def summary(self) -> str:
         if self.error:
             return f"{self.path}: {self.error}"
-        n = len(self.checks)
-        if self.verified:
-            return f"{self.path} ({self.origin}{', ' + self.source if self.source else ''}): {n}/{n} layouts match BTF"
-        bad = ", ".join(f"{c.field} headers={c.headers} btf={c.btf}" for c in self.mismatches[:3])
-        return f"{self.path} ({self.origin}): WRONG layouts: {bad}"
+        where = f"{self.path} ({self.origin}{', ' + self.source if self.source else ''})"
+        if not self.verified:
+            bad = [f"{c.field} headers={c.headers} btf={c.btf}" for c in self.mismatches[:3]] or self.wrong[:3]
+            return f"{where}: WRONG layouts: {', '.join(bad)}"
+        text = f"{where}: {self.members:,} members of {self.records:,} structs match BTF"
+        if self.repaired:
+            text += f"; {len(self.repaired)} structs repaired from BTF"
+        if self.poisoned:
+            text += f"; {len(self.poisoned)} unusable ({', '.join(self.poisoned)})"
+        return text
 
 
 def release() -> str:
@@ -201,9 +223,21 @@ def header_offsets(tree: Path, fields: list[tuple[str, str]] = LAYOUT_FIELDS) ->
     return out
 
 
-def verify(tree: Path, origin: str = "", source: str = "") -> HeadersStatus:
-    """Compare the tree's layouts with BTF."""
-    st = HeadersStatus(path=str(tree), origin=origin, verified=False, source=source)
+def btf_identity() -> str:
+    """A short hash of the running kernel's BTF: a status is valid for it only."""
+    try:
+        return hashlib.sha256(VMLINUX.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
+def verify(tree: Path, origin: str = "", source: str = "",
+           poisoned: list[str] | None = None) -> HeadersStatus:
+    """Audit every struct of the header set in `tree` against BTF. Structs
+    already made unusable (`poisoned`) may differ; any other difference
+    leaves the tree unverified."""
+    st = HeadersStatus(path=str(tree), origin=origin, verified=False, source=source,
+                       btf_id=btf_identity(), recipe=RECIPE, poisoned=sorted(poisoned or []))
     if not VMLINUX.exists():
         st.error = "no BTF at /sys/kernel/btf/vmlinux, so layouts cannot be checked"
         return st
@@ -212,6 +246,14 @@ def verify(tree: Path, origin: str = "", source: str = "") -> HeadersStatus:
     except HeadersError as e:
         st.error = str(e)
         return st
+    try:
+        full = layouts.audit(compile_flags(tree), kernel_btf())
+        st.members, st.records = full.members, full.records
+        bad = [m for m in full.mismatches if m.record not in st.poisoned]
+        st.wrong = [str(m) for m in bad]
+        st.wrong_structs = sorted({m.record for m in bad})
+    except layouts.LayoutCompileError as e:
+        st.wrong = [f"the header set does not compile: {e}"]
     btf = kernel_btf()
     for s, m in LAYOUT_FIELDS:
         try:
@@ -220,8 +262,33 @@ def verify(tree: Path, origin: str = "", source: str = "") -> HeadersStatus:
             want = None
         st.checks.append(FieldCheck(f"{s}.{m}", want, got.get(f"{s}.{m}")))
     checked = [c for c in st.checks if c.btf is not None]
-    st.verified = bool(checked) and all(c.ok for c in checked)
     st.checks = checked
+    st.verified = full.records > 0 and not st.wrong and all(
+        c.ok for c in checked if c.field.rsplit(".", 1)[0] not in {p.split()[-1] for p in st.poisoned})
+    return st
+
+
+def repair_tree(tree: Path, st: HeadersStatus, log=print) -> HeadersStatus:
+    """Rewrite the structs that disagree with BTF; make unusable those that
+    cannot be rewritten; audit again. Twice at most: a repaired struct can
+    expose one that embeds it."""
+    flags = compile_flags(tree)
+    repaired: set[str] = set(st.repaired)
+    poisoned: set[str] = set(st.poisoned)
+    for _ in range(2):
+        wrong = [w for w in st.wrong_structs if w not in poisoned]
+        if not wrong:
+            break
+        log(f"repairing {len(wrong)} structs from BTF ({', '.join(wrong[:5])}{', ...' if len(wrong) > 5 else ''})")
+        try:
+            result = repair.repair(flags, wrong, log=log)
+        except RuntimeError as e:
+            raise HeadersError(f"could not repair {tree}: {e}") from None
+        repaired |= set(result.repaired)
+        poisoned |= set(result.poisoned)
+        repaired -= poisoned
+        st = verify(tree, st.origin, st.source, sorted(poisoned))
+    st.repaired = sorted(repaired)
     return st
 
 
@@ -308,6 +375,7 @@ def prepare_from_source(dest: Path, log=print) -> HeadersStatus:
                            "so its exact configuration is unknown: install its headers package")
     config_text = gzip.decompress(config.read_bytes()).decode()
     dest.parent.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="prep-", dir=dest.parent))
     try:
         tarball = _download_source(work, log)
@@ -323,7 +391,10 @@ def prepare_from_source(dest: Path, log=print) -> HeadersStatus:
             if r.returncode != 0:
                 raise HeadersError(f"make {target} failed: {r.stderr.strip()[-400:]}")
         _regenerate_autoconf(tree, config_text)
+        log("auditing every struct of the header set against BTF")
         st = verify(tree, "prepared", tarball.name)
+        if st.wrong:
+            st = repair_tree(tree, st, log)
         if not st.verified:
             raise HeadersError("prepared headers do not match BTF: " + st.summary())
         _prune(tree, a)
@@ -331,6 +402,7 @@ def prepare_from_source(dest: Path, log=print) -> HeadersStatus:
             shutil.rmtree(dest)
         tree.rename(dest)
         st.path = str(dest)
+        st.seconds = round(time.monotonic() - began, 1)
         _write_status(dest, st)
         return st
     finally:
@@ -377,10 +449,18 @@ def ensure(log=print, prepare: bool = True) -> HeadersStatus:
     if not (kh / "include").is_dir():
         extract_kheaders(kh)
     rejected: list[HeadersStatus] = []
+    here = btf_identity()
     for origin, tree in candidates():
         st = _read_status(tree)
-        if st is None or not st.checks:
+        if st is None or st.recipe != RECIPE or st.btf_id != here:
+            if origin == "prepared" and st is not None and st.recipe != RECIPE:
+                log(f"{tree} was prepared by an older recipe: preparing it again")
+                continue
+            began = time.monotonic()
             st = verify(tree, origin)
+            if st.wrong and origin == "kheaders":
+                st = repair_tree(tree, st, log)
+            st.seconds = round(time.monotonic() - began, 1)
             if st.verified:
                 _write_status(tree, st)
         if st.verified:

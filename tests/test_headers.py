@@ -1,12 +1,11 @@
 """Header trees are used only when their layouts equal BTF's."""
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from ebpf_tutor import headers
+from tests.test_layouts import copy_tree, shift
 
 pytestmark = pytest.mark.skipif(not headers.VMLINUX.exists(), reason="kernel has no BTF")
 
@@ -20,41 +19,22 @@ def verified():
 
 
 def test_verified_tree_matches_btf(verified):
-    st = headers.verify(Path(verified.path), verified.origin)
+    st = headers.verify(Path(verified.path), verified.origin, poisoned=verified.poisoned)
     assert st.verified, st.summary()
+    assert not st.wrong and st.members > 8000
     assert len(st.checks) >= 15
     fields = {c.field for c in st.checks}
     assert {"task_struct.real_parent", "sk_buff.len", "sock_common.skc_dport", "file.f_path"} <= fields
 
 
-def _shifted_tree(src: Path, dst: Path) -> str:
-    """A copy of a tree (symlinks) whose autoconf.h drops an option that
-    changes task_struct's layout, as `make olddefconfig` alone once did."""
-    dst.mkdir()
-    for p in src.iterdir():
-        if p.name != "include":
-            (dst / p.name).symlink_to(p)
-    (dst / "include").mkdir()
-    for p in (src / "include").iterdir():
-        if p.name != "generated":
-            (dst / "include" / p.name).symlink_to(p)
-    gen = dst / "include" / "generated"
-    shutil.copytree(src / "include" / "generated", gen, symlinks=True)
-    conf = (gen / "autoconf.h").read_text()
-    # each of these adds a member to task_struct before pid (8 bytes for the first)
-    for option in ("CONFIG_PREEMPT_NOTIFIERS", "CONFIG_SCHED_INFO", "CONFIG_TASKS_RCU"):
-        if f"#define {option} 1\n" in conf:
-            (gen / "autoconf.h").write_text(conf.replace(f"#define {option} 1\n", ""))
-            return option
-    pytest.skip("none of the layout-changing options is set in this kernel")
-
-
 def test_wrong_layouts_are_reported(verified, tmp_path):
-    bad = tmp_path / "tree"
-    _shifted_tree(Path(verified.path), bad)
-    st = headers.verify(bad, "test")
+    """A member inserted at the top of task_struct shifts pid: the tree is refused."""
+    bad = copy_tree(Path(verified.path), tmp_path / "tree")
+    shift(bad, "struct task_struct", "linux/sched.h")
+    st = headers.verify(bad, "test", poisoned=verified.poisoned)
     assert not st.verified
     assert "task_struct.pid" in {c.field for c in st.mismatches}
+    assert "struct task_struct" in st.wrong_structs
     assert "WRONG layouts" in st.summary()
 
 
