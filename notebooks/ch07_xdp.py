@@ -565,10 +565,10 @@ plt.tight_layout()
 # * Through a veth, a few Mpps at most: the generator, the veth and the
 #   program share one CPU, and a veth is a software device. That is far from
 #   15 Mpps, and it says nothing about a real NIC.
-# * The order holds everywhere: native XDP drops faster than generic XDP (two
-#   to three times here), and both beat letting the stack discard the packet
-#   (four to ten times here). The cheapest packet is the one dropped before an
-#   `sk_buff` exists.
+# * The order holds everywhere: native XDP drops faster than generic XDP,
+#   and both beat letting the stack discard the packet (by how much on this
+#   run: the table above; it moves with the machine and its load). The
+#   cheapest packet is the one dropped before an `sk_buff` exists.
 #
 # To check the brochure's figure you need a NIC with native XDP, a traffic
 # generator on another machine, and one receive queue per core.
