@@ -70,7 +70,7 @@ class Audit:
         return line
 
 
-def _clang_include() -> str:
+def clang_include() -> str:
     """clang's own builtin headers (stddef.h, stdarg.h), as the kernel build uses."""
     r = subprocess.run(["clang", "-print-resource-dir"], capture_output=True, text=True)
     return str(Path(r.stdout.strip(), "include"))
@@ -84,7 +84,7 @@ def compile_probe(flags: list[str], body: list[str], emit: bool) -> tuple[str, s
         src = Path(tmp, "layout.c")
         src.write_text("\n".join(lines) + "\n")
         mode = ["-S", "-emit-llvm", "-o", "-"] if emit else ["-fsyntax-only"]
-        cmd = ["clang", "-O1", "-nostdinc", "-isystem", _clang_include(), "-w",
+        cmd = ["clang", "-O1", "-nostdinc", "-isystem", clang_include(), "-w",
                "-ferror-limit=0", "-fno-caret-diagnostics", *mode, *flags, str(src)]
         r = subprocess.run(cmd, capture_output=True, text=True)
     return (r.stdout if r.returncode == 0 else ""), r.stderr
