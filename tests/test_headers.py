@@ -58,3 +58,20 @@ def test_mirror_uri_comes_from_apt_config():
 def test_version_sort_prefers_newest():
     versions = ["6.18.5-1", "6.18.15-1", "6.18.9-1"]
     assert sorted(versions, key=headers._version_key, reverse=True)[0] == "6.18.15-1"
+
+
+def test_generated_offsets_take_btf_values(tmp_path):
+    """A generated header's offsetof() constants are set from BTF, whatever
+    the tree computed (make prepare used the olddefconfig'd config)."""
+    from ebpf_tutor.btf import kernel_btf
+    h = tmp_path / "rq-offsets.h"
+    h.write_text("#define RQ_nr_pinned 1 /* offsetof(struct rq, nr_pinned) */\n"
+                 "#define TASK_threadsp 2 /* offsetof(struct task_struct, thread.sp) */\n"
+                 "#define NR_PAGEFLAGS 24 /* __NR_PAGEFLAGS */\n")
+    headers._offsets_from_btf(h)
+    btf = kernel_btf()
+    assert h.read_text().splitlines() == [
+        f"#define RQ_nr_pinned {btf.member_offset('rq', 'nr_pinned')} /* offsetof(struct rq, nr_pinned) */",
+        f"#define TASK_threadsp {btf.member_offset('task_struct', 'thread.sp')} "
+        "/* offsetof(struct task_struct, thread.sp) */",
+        "#define NR_PAGEFLAGS 24 /* __NR_PAGEFLAGS */"]
