@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[headers] {e}", file=sys.stderr)
             return 1
         print(f"[headers] {st.summary()}")
+        if st.repaired:
+            print(f"[headers] repaired from BTF: {', '.join(s.split()[-1] for s in st.repaired)}")
         return 0
     if args.cmd == "progress":
         from .labs import progress
