@@ -78,8 +78,11 @@ def table_df(table, key: str = "key", value: str = "value", sort: bool = True,
 
 def log2_hist_df(table, slots: int | None = None) -> pd.DataFrame:
     """A log2 histogram map (key = slot index, value = count) as rows of
-    [low, high) ranges: slot s counts values v with 2**(s-1) <= v < 2**s, and
-    slot 0 counts v == 0, as bpf_log2l() in BCC files them."""
+    [low, high) ranges, as BCC's bpf_log2l() files values: slot s >= 2 counts
+    2**(s-1) <= v < 2**s, and slot 1 counts both v == 0 and v == 1, because
+    bpf_log2l(v) is bpf_log2(v) + 1 and bpf_log2(0) == bpf_log2(1) == 0 (see
+    helpers.h). bpf_log2l() never returns 0: slot 0 only fills if a program
+    stores its own index there, and is shown as [0, 1)."""
     counts: dict[int, int] = {}
     for k, v in _items(table):
         slot = _plain(k) if not isinstance(k, ct.Structure) else getattr(k, "slot")
@@ -88,14 +91,22 @@ def log2_hist_df(table, slots: int | None = None) -> pd.DataFrame:
     return log2_counts_df(counts, slots)
 
 
+def slot_range(slot: int) -> tuple[int, int]:
+    """[low, high) of the values bpf_log2l() files in `slot`: [0, 2) for slot 1
+    (0 and 1 both land there), [2**(s-1), 2**s) above, [0, 1) for slot 0."""
+    if slot <= 1:
+        return 0, 1 << slot
+    return 1 << (slot - 1), 1 << slot
+
+
 def log2_counts_df(counts: dict[int, int], slots: int | None = None) -> pd.DataFrame:
     """The same rows, from a {slot: count} dict (also handy in tests)."""
     used = [s for s, c in counts.items() if c]
     top = (max(used) + 1) if used else 1
     if slots is not None:
         top = max(top, slots)
-    lo = [0 if s == 0 else 1 << (s - 1) for s in range(top)]
-    hi = [1 if s == 0 else 1 << s for s in range(top)]
+    lo = [slot_range(s)[0] for s in range(top)]
+    hi = [slot_range(s)[1] for s in range(top)]
     return pd.DataFrame({"slot": range(top), "low": lo, "high": hi,
                          "count": [counts.get(s, 0) for s in range(top)]})
 

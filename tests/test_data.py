@@ -10,7 +10,7 @@ from tests.conftest import needs_root
 
 def test_log2_ranges():
     df = data.log2_counts_df({0: 1, 1: 2, 4: 5})
-    assert list(df["low"][:5]) == [0, 1, 2, 4, 8]
+    assert list(df["low"][:5]) == [0, 0, 2, 4, 8]     # slot 1 holds 0 and 1
     assert list(df["high"][:5]) == [1, 2, 4, 8, 16]
     assert list(df["count"]) == [1, 2, 0, 0, 5]
 
@@ -59,6 +59,26 @@ def test_hash_and_histogram_maps_to_frames():
     assert df.loc[0, "pid"] == os.getpid() and df.loc[0, "value"] == 4
     assert hist.loc[hist["count"] > 0, "low"].tolist() == [512]
     assert hist["count"].sum() == 4
+
+
+@needs_root
+def test_bpf_log2l_files_values_where_log2_hist_df_says():
+    """bpf_log2l(v) is bpf_log2(v) + 1 in BCC's helpers.h: 0 and 1 both land
+    in slot 1, never slot 0; each value lies in its slot's [low, high)."""
+    from ebpf_tutor import Program
+    values = [0, 1, 2, 3, 4, 1000, 1 << 31, (1 << 32) + 5]
+    incs = "".join(f"h.increment(bpf_log2l({v}ULL));" for v in values)
+    src = ("BPF_HISTOGRAM(h, int, 64);\nTRACEPOINT_PROBE(syscalls, sys_enter_getppid) {"
+           f"if (bpf_get_current_pid_tgid() >> 32 != {os.getpid()}) return 0; {incs} return 0;}}")
+    with Program(src) as p:
+        os.getppid()
+        hist = data.log2_hist_df(p["h"])
+    got = {int(s): int(c) for s, c in zip(hist["slot"], hist["count"]) if c}
+    assert got.get(0, 0) == 0 and got[1] == 2             # 0 and 1
+    rows = hist.set_index("slot")
+    for v in values:
+        slot = max(1, v.bit_length())
+        assert rows.loc[slot, "low"] <= v < rows.loc[slot, "high"] and rows.loc[slot, "count"] > 0
 
 
 @needs_root

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..data import slot_range
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
 from ..workload import GatedChild, unique_name
@@ -28,17 +29,18 @@ from . import has_table
 
 
 def _log2_slot(value: int) -> int:
-    """The slot bpf_log2l() gives: 0 for 0, else floor(log2(v)) + 1."""
-    return value.bit_length()
+    """The slot bpf_log2l() gives: floor(log2(v)) + 1, and 1 for 0 as for 1
+    (BCC's helpers.h: bpf_log2l(v) is bpf_log2(v) + 1, and bpf_log2(0) is 0)."""
+    return max(1, value.bit_length())
 
 
 # -------------------------------------------------------------------- 6.1 --
 SYSCALL_NRS = {   # the few the check makes, per architecture
-    "x86_64": {"getppid": 110, "openat": 257, "close": 3, "umask": 95},
-    "aarch64": {"getppid": 173, "openat": 56, "close": 57, "umask": 166},
-    "riscv64": {"getppid": 173, "openat": 56, "close": 57, "umask": 166},
-    "s390x": {"getppid": 64, "openat": 288, "close": 6, "umask": 60},
-    "ppc64le": {"getppid": 64, "openat": 286, "close": 6, "umask": 60},
+    "x86_64": {"getppid": 110, "openat": 257, "close": 3, "umask": 95, "exit_group": 231},
+    "aarch64": {"getppid": 173, "openat": 56, "close": 57, "umask": 166, "exit_group": 94},
+    "riscv64": {"getppid": 173, "openat": 56, "close": 57, "umask": 166, "exit_group": 94},
+    "s390x": {"getppid": 64, "openat": 288, "close": 6, "umask": 60, "exit_group": 248},
+    "ppc64le": {"getppid": 64, "openat": 286, "close": 6, "umask": 60, "exit_group": 234},
 }
 
 
@@ -69,8 +71,9 @@ def _syscall_work(ok_path: str, n: dict[str, int]) -> Callable[[], None]:
 @lab("6.1", "system call monitor")
 def check_syscall_monitor(program: str) -> str:
     """A fresh 2-thread process makes random known numbers of getppid, openat
-    (some failing), close and umask; `counts[{pid, nr}]` must hold exactly
-    those calls and errors."""
+    (some failing), close and umask, then ends with one exit_group, a call
+    that never returns; `counts[{pid, nr}]` must hold exactly those calls and
+    errors (a program that counts calls at sys_exit misses the exit_group)."""
     nrs = syscall_numbers()
     n = {k: random.randint(lo, hi) for k, lo, hi in
          [("getppid", 5, 15), ("fail", 2, 6), ("ok", 2, 5), ("umask", 3, 9)]}
@@ -97,6 +100,7 @@ def check_syscall_monitor(program: str) -> str:
         "openat": (2 * (n["fail"] + n["ok"]), 2 * n["fail"]),
         "close": (2 * n["ok"], 0),
         "umask": (2 * n["umask"], 0),
+        "exit_group": (1, 0),    # the child's os._exit(): enters, never returns
     }
     expect(bool(table), "6.1", "`counts` stayed empty while a process made system calls",
            "attach to raw_syscalls:sys_enter (TRACEPOINT_PROBE(raw_syscalls, sys_enter)) and "
@@ -115,16 +119,21 @@ def check_syscall_monitor(program: str) -> str:
            "the pid is the high half: bpf_get_current_pid_tgid() >> 32")
     for name, (calls, errors) in want.items():
         got_calls, got_errors = table.get((pid, nrs[name]), (0, 0))
+        if name == "exit_group":
+            hint = ("exit_group never returns, so it never reaches sys_exit: count calls at "
+                    "sys_enter" if got_calls == 0 else "count once per call, at sys_enter")
+        elif got_calls == 2 * calls:
+            hint = "count calls at sys_enter only, not again at sys_exit"
+        else:
+            hint = "count once per call, at sys_enter, keyed by args->id"
         expect(got_calls == calls, "6.1", f"process {pid} called {name} (nr {nrs[name]}) "
-               f"{calls} times; `counts` says {got_calls}",
-               "count once per call, at sys_enter, keyed by args->id" if got_calls != 2 * calls
-               else "count calls at sys_enter only, not again at sys_exit")
+               f"{calls} times; `counts` says {got_calls}", hint)
         expect(got_errors == errors, "6.1", f"{errors} of the {calls} {name} calls failed; "
                f"`counts` says {got_errors}",
                "at raw_syscalls:sys_exit, args->ret < 0 is an error (-errno, e.g. -2), "
                "not only -1" if got_errors < errors else
                "count an error only when args->ret < 0")
-    return (f"exact calls and errors for getppid, openat, close and umask of a fresh "
+    return (f"exact calls and errors for getppid, openat, close, umask and exit_group of a fresh "
             f"2-thread process ({sum(c for c, _ in want.values())} calls)")
 
 
@@ -225,8 +234,8 @@ def check_runqlat(program: str) -> str:
                "record a start time at sched_wakeup, sched_wakeup_new AND when a task is "
                "switched out still runnable ((prev_state & 0xff) == 0)" if count < pcount else
                "count one latency per switch-in, and delete the start time once used")
-        low = sum(c * (0 if s == 0 else 1 << (s - 1)) for s, c in mine.items()) * 1000
-        high = sum(c * (1 << s) for s, c in mine.items()) * 1000
+        low = sum(c * slot_range(s)[0] for s, c in mine.items()) * 1000
+        high = sum(c * slot_range(s)[1] for s, c in mine.items()) * 1000
         expect(0.85 * low - 1e6 <= run_delay <= 1.15 * high + 1e6, "6.2",
                f"the kernel says process {pid} ({kind}) waited {run_delay / 1e6:.1f} ms in the "
                f"run queue; your buckets say between {low / 1e6:.1f} and {high / 1e6:.1f} ms",
@@ -355,7 +364,7 @@ def check_biolatency(program: str) -> str:
         need[slot] = need.get(slot, 0) + 1
     for slot, k in sorted(need.items()):
         expect(dist.get(slot, 0) >= k, "6.3", f"{k} of the check's reads took "
-               f"{0 if slot == 0 else 1 << (slot - 1)}-{1 << slot} us, but `dist` has "
+               f"{slot_range(slot)[0]}-{slot_range(slot)[1]} us, but `dist` has "
                f"{dist.get(slot, 0)} in that bucket (slot {slot}); it has "
                f"{sum(dist.values())} requests in slots {sorted(dist)}",
                "dist.increment(bpf_log2l(latency_ns / 1000)): the histogram is in microseconds")

@@ -48,7 +48,7 @@
 # The filter, on the other hand, is by process: the upper 32 bits.
 #
 # `bpf_log2l(ns)` turns a latency into a histogram slot (slot *s* holds
-# values from 2^(s-1) to 2^s - 1), and `BPF_HISTOGRAM(name)` is a map from
+# values from 2^(s-1) to 2^s - 1; 0 shares slot 1 with 1), and `BPF_HISTOGRAM(name)` is a map from
 # slot to count. `ebpf_tutor.log2_hist_df` reads it back as a DataFrame.
 
 # %%
@@ -146,7 +146,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_read) {
 # <details><summary>Hint 3</summary>
 #
 # `open_lat.increment(bpf_log2l(ns));` adds one to the right slot. Keep
-# nanoseconds: dividing by 1000 puts most reads in slot 0 or 1, and the
+# nanoseconds: dividing by 1000 puts most reads in slot 1 (0 or 1 µs), and the
 # check rejects latencies under 64 ns.
 # </details>
 

@@ -16,9 +16,10 @@
 #
 # **Expected observation.** The check starts a fresh process with two threads;
 # each makes a random number of `getppid()`, failing `openat()` (a missing
-# file), successful `openat()` + `close()`, and `umask()`. Your map `counts`
-# must hold, under that process's id and each of those four system call
-# numbers, exactly the number of calls and of errors.
+# file), successful `openat()` + `close()`, and `umask()`; then the process
+# ends with one `exit_group()`. Your map `counts` must hold, under that
+# process's id and each of those five system call numbers, exactly the
+# number of calls and of errors.
 
 # %% [markdown]
 # ## Background
@@ -27,6 +28,10 @@
 #   arguments. `raw_syscalls:sys_enter` is a single tracepoint for *all* of
 #   them: `args->id` is the system call number, `args->args[6]` the raw
 #   arguments. `raw_syscalls:sys_exit` has `args->id` and `args->ret`.
+# * Not every system call comes back: `exit_group()` (and `exit()` for a
+#   thread) enter the kernel and never return, and a successful `execve()`
+#   returns into a new program. Ask yourself at which of the two tracepoints
+#   a *call* is sure to be seen.
 # * A system call fails by returning a **negative errno** (`-2`, `ENOENT`);
 #   the C library turns that into `-1` and sets `errno`. At `sys_exit` you see
 #   the kernel's value.
@@ -90,25 +95,38 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
 # %% [markdown]
 # <details><summary>Hint 1 (click to open)</summary>
 #
-# `bpf_get_current_pid_tgid()` returns the process id (tgid) in its high 32
-# bits and the thread id in the low 32 bits: `>> 32` for the process.
-# `struct key_t key = {.pid = ..., .nr = args->id};` initialises the key
-# completely (no stray padding bytes).
+# Two events, two jobs. A call is counted when it *starts*: every call
+# enters, not every call returns (`exit_group` never does). An error is only
+# known when it *ends*: the return value. So `sys_enter` adds a call,
+# `sys_exit` adds an error when the return value is negative. Both must find
+# the same entry: the key is the process and the system call number, which
+# both tracepoints carry.
 # </details>
 #
 # <details><summary>Hint 2</summary>
 #
-# `counts.lookup_or_try_init(&key, &zero)` at entry (it may return NULL when
-# the map is full: check), `counts.lookup(&key)` at exit, and
-# `__sync_fetch_and_add(&v->calls, 1)`: two threads of a process can make
-# system calls at the same moment on two CPUs.
+# The API: `bpf_get_current_pid_tgid() >> 32` is the process id (the low 32
+# bits are the thread); `args->id` the number, `args->ret` the return value
+# (a negative errno: `-2`, not `-1`). `counts.lookup_or_try_init(&key, &zero)`
+# finds or creates the entry (NULL when the map is full: check it),
+# `counts.lookup(&key)` only finds it. Two threads can make calls at the
+# same moment on two CPUs: add with `__sync_fetch_and_add`, not `++`.
 # </details>
 #
 # <details><summary>Hint 3</summary>
 #
-# At exit, `args->ret < 0` is an error, whatever the errno. Count the call
-# itself only at entry: `exit` and `exit_group` never return, so they never
-# reach `sys_exit`.
+# At entry:
+#
+# ```c
+# struct key_t key = {.pid = bpf_get_current_pid_tgid() >> 32, .nr = args->id};
+# struct val_t zero = {};
+# struct val_t *v = counts.lookup_or_try_init(&key, &zero);
+# if (v)
+#     __sync_fetch_and_add(&v->calls, 1);
+# ```
+#
+# At exit: return at once when `args->ret >= 0`; otherwise build the same key,
+# `counts.lookup(&key)`, and add one to `v->errors`.
 # </details>
 
 # %% [markdown]

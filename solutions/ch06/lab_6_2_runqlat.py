@@ -40,8 +40,11 @@
 #   means it went to sleep. So: still runnable when
 #   `(args->prev_state & 0xff) == 0`. The `print fmt` line of
 #   `/sys/kernel/tracing/events/sched/sched_switch/format` shows the encoding.
-# * `bpf_log2l(x)` returns the bucket of `x`: 0 for 0, else
-#   `floor(log2(x)) + 1`.
+# * `bpf_log2l(x)` returns the bucket of `x`: `floor(log2(x)) + 1`, so
+#   bucket *s* holds 2^(s-1) to 2^s - 1. BCC defines it as `bpf_log2(x) + 1`,
+#   and `bpf_log2` gives 0 for both 0 and 1: a wait under 1 µs (0 after the
+#   division) lands in bucket 1 with the 1 µs waits, and bucket 0 stays
+#   empty.
 # * Pid 0 is the idle task of each CPU: skip it.
 
 # %%
