@@ -15,8 +15,11 @@ import os
 import platform
 import select
 import random
+import shutil
 import struct
+import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -316,12 +319,112 @@ def _direct_reads(path: Path, n: int) -> tuple[int, list[int], list[int]]:
     return dev, sectors, took
 
 
+def _run(*cmd: str) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _loop_dev(path: str) -> tuple[str, int]:
+    """A fresh loop device over `path`: (its /dev name, dev_t as the block
+    tracepoints show it, major << 20 | minor)."""
+    node = _run("losetup", "--find", "--show", path)
+    st = os.stat(node)
+    return node, (os.major(st.st_rdev) << 20) | os.minor(st.st_rdev)
+
+
+def _same_sector_on_two_devices(folder: Path) -> list[tuple[int, int, int, str]]:
+    """One request in flight on loop device A while loop device B serves a
+    request at the same sector: (dev, sector, ns user space waited, what).
+
+    A's backing file lives on a small ext4 (on a third loop device, over a
+    file in `folder`) that is frozen: A's write is issued to A and stays in
+    flight, because the loop driver cannot write to a frozen file system.
+    Meanwhile B reads the same sector and completes. Then the file system is
+    thawed and A completes. Only files the check creates are touched."""
+    work = Path(tempfile.mkdtemp(prefix="ebt-bio2-", dir=folder))
+    outer, mnt = work / "outer.img", work / "mnt"
+    loops: list[str] = []
+    mounted = frozen = False
+    sector = 8 * random.randint(1, 200)                  # 4 KiB aligned, inside 1 MiB
+    buf = mmap.mmap(-1, 4096)
+    buf.write(os.urandom(4096))
+    writer = None
+    try:
+        with open(outer, "wb") as f:
+            f.truncate(16 << 20)
+        node_c, _ = _loop_dev(str(outer))
+        loops.append(node_c)
+        _run("mkfs.ext4", "-q", "-F", node_c)
+        mnt.mkdir()
+        _run("mount", node_c, str(mnt))
+        mounted = True
+        for backing in (mnt / "a", work / "b"):
+            with open(backing, "wb") as f:
+                f.write(bytes(1 << 20))
+        node_a, dev_a = _loop_dev(str(mnt / "a"))
+        loops.append(node_a)
+        node_b, dev_b = _loop_dev(str(work / "b"))
+        loops.append(node_b)
+        _run("fsfreeze", "--freeze", str(mnt))
+        frozen = True
+        took: dict[str, int] = {}
+
+        def write_a() -> None:
+            fd = os.open(node_a, os.O_WRONLY | os.O_DIRECT)
+            try:
+                t0 = time.perf_counter_ns()
+                os.pwrite(fd, buf, sector * 512)
+                took["a"] = time.perf_counter_ns() - t0
+            finally:
+                os.close(fd)
+
+        writer = threading.Thread(target=write_a, daemon=True)
+        writer.start()
+        inflight = Path(f"/sys/block/{Path(node_a).name}/inflight")
+        deadline = time.monotonic() + 10
+        while inflight.read_text().split() == ["0", "0"]:
+            if time.monotonic() > deadline or not writer.is_alive():
+                raise RuntimeError("lab 6.3: the write to the loop device over a frozen "
+                                   "file system never went in flight")
+            time.sleep(0.002)
+        fd = os.open(node_b, os.O_RDONLY | os.O_DIRECT)
+        try:
+            t0 = time.perf_counter_ns()
+            os.preadv(fd, [buf], sector * 512)
+            took["b"] = time.perf_counter_ns() - t0
+        finally:
+            os.close(fd)
+        _run("fsfreeze", "--unfreeze", str(mnt))
+        frozen = False
+        writer.join(10)
+        if "a" not in took:
+            raise RuntimeError("lab 6.3: the write to the thawed loop device did not finish")
+        return [(dev_a, sector, took["a"], f"a write to {node_a}, held in flight"),
+                (dev_b, sector, took["b"], f"a read of {node_b} meanwhile")]
+    finally:
+        if frozen:
+            subprocess.run(["fsfreeze", "--unfreeze", str(mnt)], capture_output=True)
+        if writer is not None:
+            writer.join(10)
+        for node in reversed(loops[1:]):
+            subprocess.run(["losetup", "--detach", node], capture_output=True)
+        if mounted:
+            subprocess.run(["umount", str(mnt)], capture_output=True)
+        if loops:
+            subprocess.run(["losetup", "--detach", loops[0]], capture_output=True)
+        buf.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 @lab("6.3", "block I/O latency")
 def check_biolatency(program: str) -> str:
     """A fresh file is written, fsync'ed and read back with O_DIRECT, 6-10
-    blocks. For each read, `recent[{dev, sector}]` must hold a latency no longer
-    than the read took as seen from user space, and the log2 histogram `dist`
-    (microseconds) must count each of them in the right bucket."""
+    blocks. Then two loop devices the check creates are busy at the same
+    sector at the same time (one request held in flight on the first while
+    the second serves one). For each request, `recent[{dev, sector}]` must
+    hold a latency no longer than the request took as seen from user space,
+    and the log2 histogram `dist` (microseconds) must count each of them in
+    the right bucket. A start map keyed by sector alone loses the first
+    device's request."""
     folder = _scratch_dir()
     if folder is None:
         raise RuntimeError("lab 6.3 found no folder on a plain disk or partition "
@@ -335,6 +438,7 @@ def check_biolatency(program: str) -> str:
                        "keep the declarations of the starter: BPF_HISTOGRAM(dist) and the "
                        "`recent` LRU hash")
             dev, sectors, took = _direct_reads(path, n)
+            pair = _same_sector_on_two_devices(folder)
             # Read the maps while the file still exists: deleting it lets the
             # filesystem discard those very sectors (mount option `discard`),
             # a request that would overwrite their latencies in `recent`.
@@ -358,6 +462,18 @@ def check_biolatency(program: str) -> str:
                f"{user_ns / 1000:.0f} us as seen from user space; `recent` says {lat / 1000:.0f} us",
                "store the latency, bpf_ktime_get_ns() - start, in nanoseconds (not a timestamp)"
                if lat > user_ns else "store the latency in nanoseconds")
+    two = [(d, s, t, what, recent.get((d, s))) for d, s, t, what in pair]
+    lost = [what for _, _, _, what, lat in two if lat is None]
+    expect(not lost, "6.3", f"two devices were busy at sector {pair[0][1]} at the same time "
+           f"({pair[0][3]}; {pair[1][3]}); `recent` has no latency for {' and '.join(lost)}",
+           "key the start times by device AND sector, {args->dev, args->sector}, at both ends: "
+           "with the sector alone, the second device's issue overwrites the first one's start")
+    for d, sector, user_ns, what, lat in two:
+        expect(0 < lat <= user_ns + 20_000, "6.3", f"{what} (sector {sector}) took "
+               f"{user_ns / 1000:.0f} us as seen from user space; `recent` says "
+               f"{lat / 1000:.0f} us", "key the start times by {args->dev, args->sector}, "
+               "and store the latency in nanoseconds")
+    ours += [(s, t, lat) for _, s, t, _, lat in two]
     need: dict[int, int] = {}
     for _, _, lat in ours:
         slot = _log2_slot(lat // 1000)
@@ -369,5 +485,6 @@ def check_biolatency(program: str) -> str:
                f"{sum(dist.values())} requests in slots {sorted(dist)}",
                "dist.increment(bpf_log2l(latency_ns / 1000)): the histogram is in microseconds")
     worst = max(lat for _, _, lat in ours) / 1000
-    return (f"{n} O_DIRECT reads of a fresh file found by sector, latencies up to "
-            f"{worst:.0f} us, each within its read's time, histogram buckets right")
+    return (f"{n} O_DIRECT reads of a fresh file found by sector, and two loop devices busy "
+            f"at one sector at once told apart by dev; latencies up to {worst:.0f} us, each "
+            "within its request's time, histogram buckets right")

@@ -19,9 +19,11 @@
 # `fsync`s it, asks the file system where its blocks are on the disk
 # (`FIEMAP`), and reads 6 to 10 of them back with `O_DIRECT` (no page cache:
 # each read is one request to the disk), timing each read from user space.
-# For each of those sectors, `recent` must hold a latency no longer than the
-# read took as seen from user space, and `dist` must count it in the right
-# microsecond bucket.
+# Then it makes two loop devices (block devices over files it creates) busy
+# at the same sector at the same time: a write to the first is held in
+# flight while the second serves a read. For each of those requests,
+# `recent` must hold a latency no longer than the request took as seen from
+# user space, and `dist` must count it in the right microsecond bucket.
 
 # %% [markdown]
 # ## Background
@@ -36,10 +38,15 @@
 # | `nr_sector`, `rwbs` | size, and `R`/`W`/`S`(ync)/`F`(lush)... | same |
 # | `bytes`, `comm` | yes | no (`error` instead) |
 #
-# There is no request pointer in either, so `{dev, sector}` is what ties a
-# completion to its issue: two requests in flight on one device never start
-# at the same sector. (The BTF-typed `tp_btf` versions pass `struct request *`,
-# a better key; BCC 0.26 cannot attach those.)
+# There is no request pointer among these fields, so `{dev, sector}` is what
+# ties a completion to its issue: two requests in flight on one device never
+# start at the same sector, but two devices can be busy at the same sector at
+# once, so the device is part of the key. (The request pointer exists: the
+# raw tracepoints `RAW_TRACEPOINT_PROBE(block_rq_issue)` and
+# `RAW_TRACEPOINT_PROBE(block_rq_complete)` receive `struct request *rq` in
+# `ctx->args[0]`, as chapter 6's table shows, and the pointer itself is a
+# good key while the request is in flight. This lab uses the tracepoint
+# fields because the check reads `{dev, sector}` back from `recent`.)
 #
 # Several requests are in flight at once, on several CPUs: the start times
 # live in a hash map, not in a variable.
@@ -101,16 +108,22 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
 # %% [markdown]
 # <details><summary>Hint 1 (click to open)</summary>
 #
-# `struct req_t key = {.dev = args->dev, .sector = args->sector};` builds the
-# same key at both ends, with `pad` zeroed. `start.update(&key, &ts)` at
-# issue, `start.lookup(&key)` at completion.
+# A latency is a pair of events: remember *when* each request was issued,
+# and at its completion subtract. Many requests are in flight at once, so
+# the start times live in a map, under a key that names the request the
+# same way at both ends and that no other request in flight shares: the
+# device *and* the sector (two disks can be busy at the same sector).
+# Forget the start once used.
 # </details>
 #
 # <details><summary>Hint 2</summary>
 #
-# `u64 delta = bpf_ktime_get_ns() - *tsp;` is the latency in ns: store it
-# with `recent.update(&key, &delta);`. The histogram wants microseconds:
-# `dist.increment(bpf_log2l(delta / 1000));`. Then `start.delete(&key);`.
+# The API: both tracepoints give `args->dev` and `args->sector`;
+# `bpf_ktime_get_ns()` is the clock. `start.update(&key, &ts)` at issue,
+# `start.lookup(&key)` at completion (NULL if the issue was missed: return),
+# `recent.update(&key, &delta)` with the latency in ns,
+# `dist.increment(bpf_log2l(...))` with the latency in µs,
+# `start.delete(&key)`.
 # </details>
 #
 # <details><summary>Hint 3</summary>
@@ -121,6 +134,14 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
 # fires. Start the clock at `block_rq_issue` to measure the device alone.
 # </details>
 
+# <details><summary>Hint 4 (the code)</summary>
+#
+# The key, built the same way at both ends, `pad` zeroed by the initialiser:
+# `struct req_t key = {.dev = args->dev, .sector = args->sector};`. At
+# completion: `u64 delta = bpf_ktime_get_ns() - *tsp;`, then
+# `recent.update(&key, &delta);` and `dist.increment(bpf_log2l(delta / 1000));`.
+# </details>
+#
 # %% [markdown]
 # ## Try it
 #

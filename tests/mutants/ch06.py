@@ -35,6 +35,16 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "dist.increment(bpf_log2l(delta / 1000));", "dist.increment(bpf_log2l(delta) / 1000);"),
         ("stores the issue timestamp instead of the latency",
          "recent.update(&key, &delta);", "recent.update(&key, tsp);"),
+        ("start time keyed by sector alone (right on one disk)",
+         "struct req_t key = {.dev = args->dev, .sector = args->sector};\n    u64 ts = bpf_ktime_get_ns();",
+         "struct req_t key = {.sector = args->sector};\n    u64 ts = bpf_ktime_get_ns();",
+         "u64 *tsp = start.lookup(&key);", "struct req_t skey = {.sector = args->sector};\n    u64 *tsp = start.lookup(&skey);",
+         "start.delete(&key);", "start.delete(&skey);"),
+        ("every key without dev",
+         "struct req_t key = {.dev = args->dev, .sector = args->sector};\n    u64 ts = bpf_ktime_get_ns();",
+         "struct req_t key = {.sector = args->sector};\n    u64 ts = bpf_ktime_get_ns();",
+         "    struct req_t key = {.dev = args->dev, .sector = args->sector};\n    u64 *tsp",
+         "    struct req_t key = {.sector = args->sector};\n    u64 *tsp"),
         ("completion keyed by the end sector of the request",
          "TRACEPOINT_PROBE(block, block_rq_complete) {\n    // TODO 3: find the issue time (none: return), store the latency in ns in\n"
          "    //         `recent`, count it in `dist` in microseconds, forget the start\n"
