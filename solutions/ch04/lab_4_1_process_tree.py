@@ -134,24 +134,32 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 # %% [markdown]
 # <details><summary>Hint 1 (click to open)</summary>
 #
-# `u64 id = bpf_get_current_pid_tgid();` then `id >> 32` is the process id
-# (tgid) and `(u32)id` the thread id. In the fork probe, the current task is
-# the parent; in the exec and exit probes it is the process itself.
+# Ask, for each event, *who is running* when it fires. At a fork it is the
+# parent (whichever of its threads forked); at an exec and an exit it is the
+# process itself. A "process id" is what the kernel calls the thread group
+# id; a thread's own id is something else, and the two differ as soon as a
+# process has a second thread. A parent is a *process*: find it from the
+# running task's family, not from a thread id that a tracepoint hands you.
+# And a process ends once, however many threads it had.
 # </details>
-#
 # <details><summary>Hint 2</summary>
 #
-# With the verified headers, BCC lets you write `task->real_parent->tgid`
-# directly; it becomes two `bpf_probe_read_kernel()` calls. Use `tgid`, not
-# `pid`: the parent may have forked from one of its threads, and that
-# thread's `pid` is not the process id.
+# The API: `bpf_get_current_pid_tgid()` returns `tgid << 32 | pid` (process
+# id in the upper half, thread id in the lower); `bpf_get_current_comm(buf,
+# size)` the name; `bpf_get_current_task()` the `struct task_struct *`, whose
+# `real_parent` points to the parent task and `exit_code` holds the status as
+# `wait()` reports it (the code is in bits 8 to 15). With the verified
+# headers BCC turns `task->real_parent->tgid` into two
+# `bpf_probe_read_kernel()` calls for you.
 # </details>
-#
 # <details><summary>Hint 3</summary>
 #
-# In the exit probe, `if ((u32)id != id >> 32) return 0;` skips threads that
-# are not the main thread. `task->exit_code` is `code << 8` for a normal
-# exit, so shift it back: `(task->exit_code >> 8) & 0xff`.
+# Fork: `ev.pid = args->child_pid; ev.ppid = bpf_get_current_pid_tgid() >> 32;`
+# (not `args->parent_pid`: that is the forking thread). Exec: `ev.pid` the
+# upper half again, `ev.ppid = task->real_parent->tgid;` and
+# `bpf_get_current_comm(&ev.comm, sizeof(ev.comm));`. Exit: start with
+# `if ((u32)id != id >> 32) return 0;` (only the main thread), then the same
+# fields and `ev.exit_code = (task->exit_code >> 8) & 0xff;`.
 # </details>
 
 # %% [markdown]

@@ -131,23 +131,30 @@ TRACEPOINT_PROBE(syscalls, sys_exit_read) {
 # %% [markdown]
 # <details><summary>Hint 1 (click to open)</summary>
 #
-# `u64 id = bpf_get_current_pid_tgid();` then `if (id >> 32 != TARGET_TGID)
-# return 0;` filters the process, and `u32 tid = id;` keeps the lower half,
-# the thread id. `start.update(&tid, &ts);` stores the time.
+# A latency is two moments of the same call: remember the first, subtract
+# at the second. What connects them is the *thread* making the call (a
+# thread is in one system call at a time; a process may be in several). Only
+# the target process counts, so filter on the process first. Once a start
+# time is used, forget it, so a stale one is never used again.
 # </details>
-#
 # <details><summary>Hint 2</summary>
 #
-# `u64 *tsp = start.lookup(&tid);` returns NULL when there is no entry; the
-# verifier insists that you check it before reading `*tsp`. Delete the entry
-# after use (`start.delete(&tid);`) so a stale time is never reused.
+# The API: `bpf_get_current_pid_tgid()` (process id in the upper 32 bits,
+# thread id in the lower), `bpf_ktime_get_ns()`, and on a `BPF_HASH` the
+# calls `start.update(&tid, &ts)`, `start.lookup(&tid)` (a pointer, NULL when
+# there is no entry, and the verifier insists that you check it) and
+# `start.delete(&tid)`. A `BPF_HISTOGRAM` counts with `.increment(slot)`, and
+# `bpf_log2l(ns)` gives the slot.
 # </details>
-#
 # <details><summary>Hint 3</summary>
 #
-# `open_lat.increment(bpf_log2l(ns));` adds one to the right slot. Keep
-# nanoseconds: dividing by 1000 puts most reads in slot 1 (0 or 1 µs), and the
-# check rejects latencies under 64 ns.
+# Entry: `u64 id = bpf_get_current_pid_tgid(); if (id >> 32 != TARGET_TGID)
+# return 0; u32 tid = id; u64 ts = bpf_ktime_get_ns(); start.update(&tid, &ts);`.
+# Exit (`elapsed_ns`): `u32 tid = bpf_get_current_pid_tgid(); u64 *tsp =
+# start.lookup(&tid); if (!tsp) return 0;`, then `ns = bpf_ktime_get_ns() -
+# *tsp; start.delete(&tid);`. Count: `if (ns) open_lat.increment(bpf_log2l(ns));`. Keep nanoseconds: dividing by 1000
+# puts most reads in slot 1 (0 or 1 µs), and the check rejects latencies
+# under 64 ns.
 # </details>
 
 # %% [markdown]

@@ -130,26 +130,37 @@ def attach_probes(prog: Program, pid: int) -> None:
 # %% [markdown]
 # <details><summary>Hint 1 (click to open)</summary>
 #
-# `u32 tid = bpf_get_current_pid_tgid();` keeps the thread id. In
-# `on_malloc_enter`, `pending.update(&tid, &size)` with
-# `u64 size = PT_REGS_PARM1(ctx);`. In `on_malloc_return`, the address is
-# `PT_REGS_RC(ctx)`: it only exists once malloc has returned, which is why
-# that function must be attached with `attach_uretprobe`.
+# Three moments: `malloc` is called (you know the size, not yet the
+# address), `malloc` returns (now you know the address; the size must have
+# been kept somewhere, per thread, since several threads may be inside
+# `malloc` at once), and `free` is called (you know only the address: the
+# size must have been kept per address). The running total per process goes
+# up at the second moment and down at the third. Only the target process
+# may be probed.
 # </details>
 #
 # <details><summary>Hint 2</summary>
 #
-# `outstanding.lookup_or_try_init(&pid, &zero)` gives a pointer to the
-# process's total, creating it at 0; `__sync_fetch_and_add(total, bytes)`
-# adds atomically (and `-(s64)*size` subtracts). Do not forget `free`: a
-# profiler that only adds reports everything ever allocated.
+# The API: `PT_REGS_PARM1(ctx)` is the first argument at a uprobe (the size
+# for `malloc`, the address for `free`), `PT_REGS_RC(ctx)` the return value
+# at a uretprobe. `outstanding.lookup_or_try_init(&pid, &zero)` creates a
+# total at 0; `__sync_fetch_and_add(total, bytes)` adds atomically (and
+# `-(s64)*size` subtracts). In Python, `prog.attach_uprobe(name="c",
+# sym=..., fn_name=..., pid=pid)` and `prog.attach_uretprobe(...)` with the
+# same arguments.
 # </details>
 #
 # <details><summary>Hint 3</summary>
 #
-# Every `attach_*` call takes `pid=pid`. Without it the probes fire in every
-# process that calls malloc, including the check's decoy and the check
-# itself, and those show up in `outstanding`.
+# `on_malloc_enter`: `u32 tid = bpf_get_current_pid_tgid(); u64 size =
+# PT_REGS_PARM1(ctx); pending.update(&tid, &size);`. `on_malloc_return`: look
+# the size up by tid and delete it; if `PT_REGS_RC(ctx)` is not 0,
+# `blocks.update(&addr, &bytes)` and add `bytes` to `outstanding[pid]`.
+# `on_free`: `blocks.lookup(&addr)`, subtract, `blocks.delete(&addr)`.
+# Attach `on_malloc_return` with `attach_uretprobe` (the address only exists
+# once malloc has returned), and pass `pid=pid` to all three: without it the
+# probes fire in every process that calls malloc, the check's decoy
+# included.
 # </details>
 
 # %% [markdown]

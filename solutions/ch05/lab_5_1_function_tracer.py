@@ -162,20 +162,27 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2) { count_return(args->ret); return 0
 # %% [markdown]
 # <details><summary>Hint 1 (click to open)</summary>
 #
+# Count a call where it starts (the entry), a failure where it ends (the
+# return value is only known there), both under the process that made it.
+# Several threads of a process can be in the function at once, on
+# different CPUs, so the counters must be updated atomically.
+# </details>
+# <details><summary>Hint 2</summary>
+#
 # `opens.lookup_or_try_init(&tgid, &zero)` returns a pointer to the entry,
 # creating it from `zero` when missing (it can still return NULL: check it).
 # Add with `__sync_fetch_and_add(&s->calls, 1)`: two threads of one process
 # may open files at the same moment on two CPUs.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 3</summary>
 #
 # In the kretprobe, `PT_REGS_RC(ctx)` is the return value; at the
 # `sys_exit_openat` tracepoint it is `args->ret`. Both are negative on
 # failure (`-ENOENT` is `-2`), so test `ret < 0`, not `ret == -1`.
 # </details>
 #
-# <details><summary>Hint 3</summary>
+# <details><summary>Hint 4</summary>
 #
 # `next(n for n in CANDIDATES if Program.ksymname(n) != -1)`, then
 # `prog.attach_kprobe(event=target, fn_name="trace_open_entry")` and

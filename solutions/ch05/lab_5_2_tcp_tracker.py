@@ -167,20 +167,30 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
 # %% [markdown]
 # <details><summary>Hint 1 (click to open)</summary>
 #
+# One record per socket, keyed by what names the socket for its whole life:
+# its address in the kernel. A socket changes state several times; keep
+# *every* state it went through (a set, one bit per state), and refresh the
+# addresses at each change, since some (the source port of a client) are
+# only chosen after the first state change. The owner is the process
+# running when the socket starts connecting; later changes often run in
+# interrupt context, on behalf of nobody in particular.
+# </details>
+# <details><summary>Hint 2</summary>
+#
 # `conns.lookup(&skaddr)` gives NULL or the record. To start afresh,
 # `conns.update(&skaddr, &zero)` with `struct conn_t zero = {};`, then
 # `conns.lookup_or_try_init(&skaddr, &zero)` gives a pointer you can write
 # through (check it for NULL).
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 3</summary>
 #
 # `c->states |= 1 << newstate;` on every call, and the four address fields
 # every time too: the source port appears only after `SYN_SENT`. The pid is
 # `bpf_get_current_pid_tgid() >> 32`, taken only when `newstate == TCP_SYN_SENT`.
 # </details>
 #
-# <details><summary>Hint 3</summary>
+# <details><summary>Hint 4</summary>
 #
 # Ports: the tracepoint already gives host order; in `struct sock`,
 # `skc_num` is host order and `skc_dport` network order (`bpf_ntohs`).

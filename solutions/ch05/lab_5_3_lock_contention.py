@@ -44,7 +44,10 @@
 #   to some waits: strip both with `op & FUTEX_CMD_MASK` before comparing.
 # * Inside the kernel, the waits of `FUTEX_WAIT` and `FUTEX_WAIT_BITSET` go
 #   through `futex_wait(u32 __user *uaddr, unsigned int flags, u32 val, ...)`,
-#   and wakes do not: a kprobe on it needs no filter on `op`.
+#   and wakes do not: a kprobe on it needs no filter on `op`. It sees only
+#   those two: `FUTEX_LOCK_PI` waits (priority-inheritance mutexes) go
+#   through `futex_lock_pi()`, so a tool for those would probe that too. The
+#   check's mutex is an ordinary one.
 # * The time between entry and return is the wait. Keep the start time (and
 #   the lock address) per **thread** in a second map, and add the difference
 #   at return. The thread id is the low half of `bpf_get_current_pid_tgid()`,
@@ -179,19 +182,27 @@ TRACEPOINT_PROBE(syscalls, sys_exit_futex) {
 # %% [markdown]
 # <details><summary>Hint 1 (click to open)</summary>
 #
+# A sleep has a beginning (the thread enters the wait, and you learn which
+# lock word it waits on) and an end (it returns). Remember both the time
+# and the lock per *thread*, since several threads of one process sleep at
+# once; at the end, add the time asleep to the total of that thread and
+# lock, and forget the start. Only the operations that sleep count.
+# </details>
+# <details><summary>Hint 2</summary>
+#
 # `u64 id = bpf_get_current_pid_tgid();` then `u32 tid = id;` (the low half)
 # and `id >> 32` (the tgid). Key `start` by `tid`: the threads of one process
 # wait at the same time, each with its own start.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 3</summary>
 #
 # glibc waits on a private mutex with `op = FUTEX_WAIT | FUTEX_PRIVATE_FLAG`,
 # that is 128: `args->op == FUTEX_WAIT` is never true for it. Compare
 # `args->op & FUTEX_CMD_MASK`.
 # </details>
 #
-# <details><summary>Hint 3</summary>
+# <details><summary>Hint 4</summary>
 #
 # In `wait_ends()`: `struct wait_key_t key = {.tgid = id >> 32, .tid = tid,
 # .uaddr = s->uaddr};`, `waits.lookup_or_try_init(&key, &zero)`, add

@@ -112,12 +112,20 @@ TRACEPOINT_PROBE(sched, sched_switch) {
 # %% [markdown]
 # <details><summary>Hint 1 (click to open)</summary>
 #
+# A wait in the run queue starts when a task becomes runnable and ends when
+# the scheduler switches it in. There are three ways to become runnable:
+# being woken, being created, and losing the CPU while still wanting it.
+# Remember the start per task; at each switch-in, subtract, count the
+# latency under that task's own histogram, and forget the start.
+# </details>
+# <details><summary>Hint 2</summary>
+#
 # `start.update(&pid, &ts)` with `u64 ts = bpf_ktime_get_ns();`. At
 # `sched_switch`, `start.lookup(&pid)` for `pid = args->next_pid` gives NULL
 # when we never saw it enqueued (the program started after it was): skip it.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 3</summary>
 #
 # The busy tasks of the check are never woken up: they only lose the CPU
 # when their time slice runs out, still runnable. Without a start time taken
@@ -126,7 +134,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
 # `prev_state == 0` alone would miss tasks preempted inside the kernel (`R+`).
 # </details>
 #
-# <details><summary>Hint 3</summary>
+# <details><summary>Hint 4</summary>
 #
 # `struct hist_key_t key = {.pid = pid, .slot = bpf_log2l(delta_us)};` then
 # `dist.increment(key);` where `delta_us = (bpf_ktime_get_ns() - *tsp) / 1000`.
