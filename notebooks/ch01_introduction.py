@@ -41,9 +41,15 @@
 #    path through it: it must end, it must not read memory it has no right to,
 #    and every pointer must be checked before use. A program that could crash
 #    the kernel is rejected at load time, never at run time.
-# 2. **Helpers instead of kernel internals.** A program cannot call arbitrary
-#    kernel functions; it calls a fixed, documented set of *helper functions*
-#    (get the current pid, read the clock, look up a map...).
+# 2. **Helpers and kfuncs instead of kernel internals.** A program cannot
+#    call arbitrary kernel functions. It calls *helper functions*, a
+#    documented, stable set (get the current pid, read the clock, look up a
+#    map...), and, since Linux 5.13, *kfuncs*: kernel functions that the
+#    kernel explicitly exports to BPF, for given program types, with their
+#    types checked against BTF. The helper list is frozen now; new kernel
+#    functionality arrives as kfuncs, which carry no stability promise (a kfunc
+#    can change or vanish between kernel versions). This course uses helpers:
+#    BCC 0.26 declares none of the kfuncs.
 # 3. **Maps.** Programs keep state, and talk to user space, through typed
 #    key/value stores called maps. Your Python code reads and writes the same
 #    maps.
@@ -87,8 +93,13 @@
 
 # %%
 import json
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 
@@ -162,8 +173,15 @@ print("\n".join(hellos))
 # This time we attach to `sched:sched_process_exec`, which fires when an
 # exec has *succeeded*; at that point the process already carries its new
 # name, so `bpf_get_current_comm()` gives the program that now runs. We count
-# per name in a hash map, and run a known workload: `true` 5 times and
-# `uname` 3 times.
+# per name in a hash map, and run a known workload: a copy of `true` 5 times
+# and a copy of `uname` 3 times. The copies have names no other process on
+# the machine uses (`ebt_true`, `ebt_uname`), so the counts are ours alone.
+#
+# `execs.atomic_increment(key)` adds one to the key's value with an atomic
+# instruction. BCC's plain `increment()` compiles to `*value += 1`, a read and
+# a write that two CPUs running the program at the same moment can
+# interleave, losing one of the two updates (Chapter 2 measures it). Both
+# create a missing key, but only in a `BPF_HASH`.
 
 # %%
 COUNT_EXECS = r"""
@@ -173,23 +191,32 @@ BPF_HASH(execs, struct comm_t, u64);
 TRACEPOINT_PROBE(sched, sched_process_exec) {
     struct comm_t key = {};
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
-    execs.increment(key);
+    execs.atomic_increment(key);
     return 0;
 }
 """
 
-with Program(COUNT_EXECS) as prog:
-    for argv, times in [(["true"], 5), (["uname"], 3)]:
+# %%
+workdir = Path(tempfile.mkdtemp(prefix="ch01-"))
+for tool in ["true", "uname"]:
+    shutil.copy(shutil.which(tool), workdir / f"ebt_{tool}")
+
+
+def workload():
+    for name, times in [("ebt_true", 5), ("ebt_uname", 3)]:
         for _ in range(times):
-            subprocess.run(argv, stdout=subprocess.DEVNULL)
+            subprocess.run([workdir / name], stdout=subprocess.DEVNULL)
+
+
+with Program(COUNT_EXECS) as prog:
+    workload()
     counts = table_df(prog["execs"])
 
-mine = counts.set_index("comm").loc[["true", "uname"], "value"]
+mine = counts.set_index("comm").loc[["ebt_true", "ebt_uname"], "value"]
 print(mine.to_string())
 
 # %% [markdown]
-# At least 5 and 3: other processes on the machine may have run `true` too.
-# The whole table shows everything that ran meanwhile:
+# Exactly 5 and 3. The table also holds everything else that ran meanwhile:
 
 # %% tags=["nbval-ignore-output"]
 counts.head(8)
@@ -202,7 +229,43 @@ ax.set_ylabel("")
 plt.tight_layout()
 
 # %% [markdown]
-# ## 1.7 Seeing the lifecycle from the outside
+# ## 1.7 The same count in one line: bpftrace
+#
+# `bpftrace` is a tracing language in which the program above is one line:
+# a probe, an optional filter, and an action. `@[comm] = count()` is a hash
+# map keyed by the process name; bpftrace prints its maps when it exits.
+# Try it in a terminal (as root), and stop it with Ctrl-C:
+#
+# ```sh
+# bpftrace -e 'tracepoint:sched:sched_process_exec { @[comm] = count(); }'
+# ```
+#
+# Here it runs under Python: we wait for its `BEGIN` probe (it fires once
+# every probe is attached), run the same workload, then send the Ctrl-C
+# (SIGINT) ourselves and keep our two lines of its output.
+
+# %%
+ONE_LINER = 'BEGIN { printf("ready\\n"); } tracepoint:sched:sched_process_exec { @[comm] = count(); }'
+tracer = subprocess.Popen(["bpftrace", "-e", ONE_LINER], text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+while "ready" not in tracer.stdout.readline():
+    pass
+workload()
+tracer.send_signal(signal.SIGINT)
+out, _ = tracer.communicate(timeout=30)
+print("\n".join(sorted(line for line in out.splitlines() if line.startswith("@[ebt_"))))
+
+# %% [markdown]
+# bpftrace compiles the line with LLVM into a BPF program and loads it with
+# the same `bpf()` system call BCC uses. It is the tool for a question you ask
+# once; BCC (or libbpf) is for tools you build, with Python or C around the
+# program. (On this machine bpftrace also writes an `ERROR` line about
+# `RLIMIT_MEMLOCK` to stderr, hidden above: root may not raise that limit
+# here, and it no longer matters, because since 5.11 the kernel charges BPF
+# memory to the memory cgroup instead.)
+
+# %% [markdown]
+# ## 1.8 Seeing the lifecycle from the outside
 #
 # The kernel keeps a list of loaded programs. `bpftool`, the kernel's own
 # inspection tool, shows it. While a program is loaded it has an **id**, a
@@ -247,11 +310,34 @@ print("still loaded" if gone.returncode == 0 else "gone: bpftool no longer knows
 
 # %% [markdown]
 # `with Program(...) as prog:` does the same `close()` for you, on success,
-# on error and on Ctrl-C. A program also dies with the process that loaded
-# it, unless it was *pinned* to the BPF filesystem (Chapter 2).
+# on error and on Ctrl-C.
+#
+# What keeps a program alive is not the process but **references**. The
+# kernel frees a program when the last one is gone, and there are several
+# kinds:
+#
+# | reference | made by | ends when |
+# |---|---|---|
+# | a file descriptor | `bpf(BPF_PROG_LOAD)` returns one | the fd is closed; the kernel closes every fd of a process that exits |
+# | a pin | `bpf(BPF_OBJ_PIN)`: a file in the BPF filesystem `/sys/fs/bpf` (Chapter 2) | the file is removed (or the machine reboots) |
+# | a perf-event attachment | tracepoints, kprobes, uprobes and perf sampling as BCC attaches them | the perf event's fd is closed: with the process, like any fd |
+# | a BPF link (5.7+) | `bpf(BPF_LINK_CREATE)`, or `BPF_RAW_TRACEPOINT_OPEN` | the link's last fd is closed, unless the link is pinned: then it lives with the pin |
+# | a netlink attachment | XDP set with `ip link` or netlink (as BCC's `attach_xdp` does), tc filters (`tc filter ... bpf`) | someone detaches it, or the interface goes away |
+# | a cgroup attachment | `bpf(BPF_PROG_ATTACH)` to a cgroup (`bpftool cgroup attach`) | someone detaches it, or the cgroup is removed |
+# | tcx (6.6+) | tc's newer hook, through a link or `BPF_PROG_ATTACH` | as a link, or as a cgroup-style attachment, by how it was attached |
+#
+# So a tracepoint program that BCC attached dies with the Python process
+# that loaded it. An XDP program, a tc filter or a cgroup program attached the
+# classic way does **not**: it keeps running after its loader exits, until
+# someone detaches it. (We checked it here: a child process attached one of
+# each to a sandbox veth and a scratch cgroup, then exited without cleaning
+# up; `bpftool net` and `bpftool cgroup show` still listed all three, while
+# its tracepoint program was gone.) That is why Chapters 7 to 9 detach
+# everything in `with` blocks, and why links were invented: an attachment that
+# is owned by a file descriptor cannot outlive its tool by accident.
 
 # %% [markdown]
-# ## 1.8 When the kernel says no
+# ## 1.9 When the kernel says no
 #
 # Most of your time with eBPF will be spent reading error messages, so the
 # helper package makes them short. Here is a typo: the compiler's message
@@ -296,6 +382,30 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execve) {
 #    the *old* program?
 # 2. What three things must be true of every program the verifier accepts?
 # 3. After `prog.close()`, what could still keep a program loaded?
+#
+# <details><summary>Answers (click to open)</summary>
+#
+# 1. At `sys_enter_execve` the exec has not happened yet: the system call has
+#    only been asked for, and the task still runs the old program, under the
+#    old name (usually the shell or Python that called `execve`). The name
+#    changes during the exec, so `sched:sched_process_exec` (fired after a
+#    successful exec) sees the new one. That is why lab 1.1 keys by the file
+#    name argument instead.
+# 2. It ends (no unbounded loop: every path reaches an exit within the
+#    verifier's limits); it touches only memory it is allowed to (its stack,
+#    its context, map values, packet data within checked bounds, and other
+#    memory only through helpers such as `bpf_probe_read_*`); and every
+#    pointer that may be NULL (a map lookup's result) is checked before it is
+#    used. (The verifier also checks types: the right arguments to each
+#    helper, no uninitialised stack read, no kernel pointer leaked to user
+#    space without privilege.)
+# 3. Any other reference: a pin in `/sys/fs/bpf`; a BPF link held or pinned
+#    by some process; an attachment that is not owned by a file descriptor,
+#    such as XDP or a tc filter set through netlink, or a cgroup program
+#    attached with `BPF_PROG_ATTACH`; or another process holding an fd to it
+#    (`bpftool prog show` lists the pids that hold one). For a tracepoint
+#    program that BCC attached, `close()` removes the last reference.
+# </details>
 #
 # ## Labs
 #

@@ -22,7 +22,7 @@ fi
 
 # ---------------------------------------------------------------- packages --
 APT_PACKAGES=(
-  python3 python3-venv python3-dev python3-bpfcc libbpfcc bpfcc-tools
+  python3 python3-venv python3-dev python3-bpfcc libbpfcc bpfcc-tools bpftrace
   clang llvm libbpf-dev bpftool iproute2 iputils-ping procps sudo
   make gcc libc6-dev flex bison bc libssl-dev libelf-dev xz-utils ca-certificates
 )

@@ -18,8 +18,13 @@
 # must then hold exactly 5 and 3 under those two file names, whatever else
 # the machine was running at the same time.
 #
+# **Stretch goal (optional, checked if present).** Add a second map,
+# `last_pid`, with the same key and a `u32` value: the process id that
+# executed each file most recently. The check compares it with the pid of
+# its last run of each program.
+#
 # **You will use:** `TRACEPOINT_PROBE`, `BPF_HASH`, `bpf_probe_read_user_str`,
-# and `ebpf_tutor.Program`.
+# `atomic_increment`, `bpf_get_current_pid_tgid`, and `ebpf_tutor.Program`.
 
 # %% [markdown]
 # ## Background
@@ -36,6 +41,13 @@
 # At this point the process has not become the new program yet, so
 # `bpf_get_current_comm()` would still give the *parent's* name. That is why
 # we key by file name.
+#
+# Two CPUs may exec the same file at the same moment. BCC's
+# `map.increment(key)` compiles to a lookup followed by `*value += 1`: a
+# load and a store that two CPUs can interleave, losing an update.
+# `map.atomic_increment(key)` does the addition with one atomic instruction
+# (`__sync_fetch_and_add`). On a `BPF_HASH`, both create a missing key
+# (at 1).
 
 # %%
 from ebpf_tutor import Program, table_df
@@ -44,8 +56,9 @@ from ebpf_tutor.labs import check
 # %% [markdown]
 # ## Your program
 #
-# Complete the three TODOs. Keep the names: the check looks for a map called
-# `execs` whose key is a `struct fname_t`.
+# Write the whole program below the key struct: the map, and the function
+# attached to the tracepoint. Keep the names: the check looks for a map
+# called `execs` whose key is a `struct fname_t`.
 
 # %% tags=["answer"]
 PROGRAM = r"""
@@ -54,34 +67,61 @@ struct fname_t {
 };
 
 // TODO 1: declare a hash map named `execs`: key struct fname_t, value u64
+// TODO 2: attach a function to the tracepoint syscalls:sys_enter_execve that
+//         copies the file name (args->filename, a user-space string) into a
+//         zeroed key and adds one to that key's count, atomically
+// Stretch: a second map `last_pid` (key struct fname_t, value u32) holding
+//         the process id of the latest exec of each file
 // BEGIN SOLUTION
 BPF_HASH(execs, struct fname_t, u64);
-// END SOLUTION
+BPF_HASH(last_pid, struct fname_t, u32);
 
 TRACEPOINT_PROBE(syscalls, sys_enter_execve) {
     struct fname_t key = {};
-    // TODO 2: copy the file name (args->filename, a user-space string) into key.name
-    // TODO 3: add one to the count of this key in `execs`
-    // BEGIN SOLUTION
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+
     bpf_probe_read_user_str(&key.name, sizeof(key.name), args->filename);
-    execs.increment(key);
-    // END SOLUTION
+    execs.atomic_increment(key);
+    last_pid.update(&key, &pid);
     return 0;
 }
+// END SOLUTION
 """
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# A BCC hash map is declared with `BPF_HASH(name, key_type, value_type);` at
-# the top level of the program, outside any function.
+# The program has two parts. At the top level, a map that survives between
+# events: file name in, count out. In the function that runs on each event,
+# build the key from the event's argument (the file name lives in the calling
+# process's memory, so it must be copied, not dereferenced), then bump that
+# key's count in a way that two CPUs cannot spoil.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API</summary>
 #
-# `bpf_probe_read_user_str(&key.name, sizeof(key.name), args->filename);`
-# copies the string. Then `execs.increment(key);` creates the entry at 0 if
-# needed and adds one.
+# * `BPF_HASH(name, key_type, value_type);` declares a hash map (top level).
+# * `TRACEPOINT_PROBE(category, event) { ... return 0; }` declares the
+#   function and attaches it when the program loads; inside, `args->filename`
+#   is the argument.
+# * `bpf_probe_read_user_str(dest, size, user_pointer)` copies a user string.
+# * `map.atomic_increment(key)` adds one atomically (creating the key);
+#   `map.update(&key, &value)` stores a value (stretch goal);
+#   `bpf_get_current_pid_tgid() >> 32` is the process id.
+# </details>
+#
+# <details><summary>Hint 3: the code, nearly</summary>
+#
+# ```c
+# BPF_HASH(execs, struct fname_t, u64);
+#
+# TRACEPOINT_PROBE(syscalls, sys_enter_execve) {
+#     struct fname_t key = {};
+#     bpf_probe_read_user_str(&key.name, sizeof(key.name), /* the argument */);
+#     /* bump key's count in execs, atomically */
+#     return 0;
+# }
+# ```
 # </details>
 
 # %% [markdown]

@@ -14,8 +14,9 @@
 # kernel's list, watch it run, unload it, and prove it is gone.
 #
 # **Expected observation.** The check hands `lifecycle()` a program with a
-# fresh name. Your function returns the program's kernel `id` and `tag` as
-# `bpftool` reports them, the number of times it ran (exactly 3), and
+# fresh name and a number of calls, `times` (a different one on every run).
+# Your function returns the program's kernel `id` and `tag` as `bpftool`
+# reports them, the number of times it ran (exactly `times`), and
 # `gone=True`. The check then verifies all of it itself: the tag is the real
 # one, and nothing with that name or id is still loaded.
 
@@ -46,18 +47,18 @@ def bpftool_json(*args: str):
 
 
 # %% tags=["answer"]
-def lifecycle(source: str, fn_name: str) -> dict:
+def lifecycle(source: str, fn_name: str, times: int) -> dict:
     """Load `source`, attach `fn_name` to syscalls:sys_enter_getppid, find it
-    with bpftool, trigger it 3 times, read hits[0], close it, prove it gone."""
+    with bpftool, trigger it `times` times, read hits[0], close it, prove it gone."""
     # TODO 1: load the program and attach fn_name to the tracepoint
     # TODO 2: find it in bpftool's list by name: remember its id and tag
-    # TODO 3: call os.getppid() exactly 3 times, then read the map `hits` at index 0
+    # TODO 3: call os.getppid() exactly `times` times, then read the map `hits` at index 0
     # TODO 4: close the program, then ask bpftool for that id again
     # BEGIN SOLUTION
     prog = Program(source)
     prog.attach_tracepoint(tp="syscalls:sys_enter_getppid", fn_name=fn_name)
     mine = next(p for p in bpftool_json("prog", "show") if p.get("name") == fn_name)
-    for _ in range(3):
+    for _ in range(times):
         os.getppid()
     hits = prog["hits"][0].value
     prog.close()
@@ -68,20 +69,39 @@ def lifecycle(source: str, fn_name: str) -> dict:
 
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# `prog = Program(source)` then
-# `prog.attach_tracepoint(tp="syscalls:sys_enter_getppid", fn_name=fn_name)`.
-# In `bpftool_json("prog", "show")`, pick the entry whose `"name"` equals
-# `fn_name`.
+# Four steps, each proved from outside: the kernel lists every loaded
+# program, so look yours up by name *while it is loaded*, remember what you
+# need (you cannot ask for it afterwards), make the hook fire, read the map
+# before you close anything, and look the id up once more after closing.
+# Other programs are loaded too: never take "the first one" or "the last one".
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API</summary>
 #
-# `prog["hits"][0].value` reads slot 0 of the array map. Read it *after* the
-# three calls, and *before* `prog.close()` (a closed program has no maps).
-# Then `subprocess.run(["bpftool", "prog", "show", "id", str(the_id)]).returncode`
-# is non-zero when the program is gone.
+# * `Program(source)` compiles; `prog.attach_tracepoint(tp="category:name",
+#   fn_name=...)` loads the function and attaches it.
+# * `bpftool_json("prog", "show")` is a list of dicts with `"id"`, `"name"`,
+#   `"tag"`.
+# * `prog["hits"][0].value` reads slot 0 of the array map `hits` (a closed
+#   program has no maps).
+# * `subprocess.run(["bpftool", "prog", "show", "id", str(n)],
+#   capture_output=True).returncode` is non-zero when there is no program `n`.
+# </details>
+#
+# <details><summary>Hint 3: the code, nearly</summary>
+#
+# ```python
+# prog = Program(source)
+# prog.attach_tracepoint(tp="syscalls:sys_enter_getppid", fn_name=fn_name)
+# mine = next(p for p in bpftool_json("prog", "show") if p.get("name") == fn_name)
+# for _ in range(times):
+#     os.getppid()
+# hits = ...            # read the map here, before closing
+# prog.close()
+# gone = ...            # ask bpftool for mine["id"]
+# ```
 # </details>
 
 # %% [markdown]
@@ -92,7 +112,7 @@ demo = """
 BPF_ARRAY(hits, u64, 1);
 int demo_lifecycle(void *ctx) { hits.increment(0); return 0; }
 """
-lifecycle(demo, "demo_lifecycle")
+lifecycle(demo, "demo_lifecycle", 5)
 
 # %% [markdown]
 # ## Check
