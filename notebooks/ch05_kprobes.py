@@ -498,9 +498,11 @@ for label, (needs, make_program) in HOOKS.items():
 pd.DataFrame({"ns added per open()": added}).round(0)
 
 # %% [markdown]
-# On the CI machine only the tracepoint row can run, and the cost of one
-# open is a microsecond or two, so tens of nanoseconds are hard to see on a
-# busy machine: rerun the cell to see how much the numbers move. In the
+# On the CI machine only the tracepoint row can run. One open + close costs
+# thousands of nanoseconds (the first line above; a few microseconds on the
+# CI machine, more under emulation), so a hook's tens of nanoseconds are a
+# small difference between two large numbers on a busy machine: rerun the
+# cell to see how much they move. In the
 # course VM you can compare all three: fentry is expected to cost least and
 # the kprobe most (its entry goes through ftrace and saves a full
 # `pt_regs`). Measure rather than believe: the numbers depend on the CPU,
@@ -525,14 +527,21 @@ pd.DataFrame({"ns added per open()": added}).round(0)
 #    arguments it can simplify, with suffixes `.isra.N`, `.constprop.N`,
 #    `.part.N`: the plain name may be missing, or miss the calls that go to
 #    the clone, whose arguments may not even be in the usual registers.
-# 4. **Forbidden places.** Functions marked `notrace` or `NOKPROBE_SYMBOL`
-#    (the kprobe machinery itself, some entry code) are refused: the list is
-#    in `/sys/kernel/debug/kprobes/blacklist` on kernels with kprobes.
+# 4. **Forbidden places.** kprobes refuse the functions on the kernel's
+#    kprobe blacklist: those marked `NOKPROBE_SYMBOL` or placed in the
+#    `.kprobes.text` section (the kprobe and breakpoint machinery itself), the
+#    whole `noinstr` section (entry code that runs before the kernel is ready
+#    to take a breakpoint), and a few areas each architecture adds. The list
+#    is in `/sys/kernel/debug/kprobes/blacklist` on kernels with kprobes.
+#    `notrace` is something else: it removes the function's `__fentry__`
+#    call, so **ftrace and fentry/fexit** cannot attach there, but a kprobe
+#    (a breakpoint instruction) still can.
 #
-# fentry/fexit add a fifth: the function must be described in BTF. Not all
-# are: on Debian's 6.1 kernel, `__x64_sys_getppid` (the entry of the
-# `getppid` system call) can take a kprobe but an fentry program fails with
-# "not found in vmlinux BTF".
+# fentry/fexit add a fifth: the function must be described in BTF, and have
+# an ftrace entry (not `notrace`, not inlined). Not all are: on Debian's 6.1
+# kernel, `__x64_sys_getppid` (the entry of the `getppid` system call) can
+# take a kprobe but an fentry program fails with "not found in vmlinux
+# BTF".
 #
 # `/proc/kallsyms` is there even without kprobes, so we can look at clones
 # on this very kernel:
@@ -685,9 +694,14 @@ ours = seen[(seen.dport == port) | (seen.sport == port)]
 kinds = ours.kind.map({1: "connect", 2: "accept"}).value_counts().sort_index()
 print(f"our 3 connections to port <port>: {({k: int(v) for k, v in kinds.items()})}")
 
+# %% [markdown]
+# The table: with the tracepoint fallback the `pid` column is left out, since
+# that program never fills it (it would read 0 in every row).
+
 # %% tags=["nbval-ignore-output"]
-ours.assign(saddr=ours.saddr.map(lambda a: socket.inet_ntoa(a.to_bytes(4, sys.byteorder))),
-            daddr=ours.daddr.map(lambda a: socket.inet_ntoa(a.to_bytes(4, sys.byteorder))))
+shown = ours if features.available("kprobes") else ours.drop(columns="pid")
+shown.assign(saddr=ours.saddr.map(lambda a: socket.inet_ntoa(a.to_bytes(4, sys.byteorder))),
+             daddr=ours.daddr.map(lambda a: socket.inet_ntoa(a.to_bytes(4, sys.byteorder))))
 
 # %% [markdown]
 # ## 5.11 Who waits for locks?
@@ -777,11 +791,19 @@ table
 # %% [markdown]
 # **User-space locks** (`pthread_mutex_t`, and the locks built on it) are
 # futexes: uncontended, they never enter the kernel; contended, the waiter
-# sleeps in the `futex` system call, in the kernel function `futex_wait()`,
-# on the address of the lock word. A kprobe/kretprobe pair on `futex_wait`
-# measures each sleep and names the lock by address; the fallback is the
-# `syscalls:sys_enter_futex`/`sys_exit_futex` pair, filtered on the
-# operation (Lab 5.3 builds both).
+# sleeps in the `futex` system call. For `FUTEX_WAIT` and
+# `FUTEX_WAIT_BITSET` (what glibc's default mutexes use) the kernel function
+# is `futex_wait()`, called with the address of the lock word. A
+# kprobe/kretprobe pair on `futex_wait` measures each of those sleeps and
+# names the lock by address. It does not see every futex sleep: a
+# priority-inheritance mutex (`PTHREAD_PRIO_INHERIT`) waits with
+# `FUTEX_LOCK_PI`, which the kernel serves in `futex_lock_pi()`;
+# `FUTEX_WAIT_REQUEUE_PI` goes to `futex_wait_requeue_pi()` and the
+# `futex_waitv()` system call to `futex_wait_multiple()` (see `do_futex()` in
+# `kernel/futex/syscalls.c`). Probe those too if your program uses them. The
+# fallback, the `syscalls:sys_enter_futex`/`sys_exit_futex` pair filtered on
+# the operation, sees every operation of the `futex` call, `LOCK_PI`
+# included (Lab 5.3 builds both).
 
 # %%
 FUTEX_KPROBE = r"""
@@ -918,6 +940,41 @@ shutil.rmtree(workdir)
 # 4. `futex(FUTEX_WAIT | FUTEX_PRIVATE_FLAG)` has `op == 128`. What goes
 #    wrong with `if (args->op == FUTEX_WAIT)`?
 # 5. What does an fexit program receive that a kretprobe does not?
+#
+# <details><summary>Answers (click to open)</summary>
+#
+# 1. At the return, the registers that carried the arguments have long been
+#    reused by the function (on x86_64 they are caller-saved), so `pt_regs`
+#    no longer holds them. Save what you need at the entry, with a kprobe,
+#    in a map keyed by thread id (the lower half of
+#    `bpf_get_current_pid_tgid()`), look it up in the kretprobe and delete
+#    it. Or use fexit, which has both.
+# 2. (a) It was inlined into its callers, everywhere or at the call site
+#    that runs: no call, no probe hit. Check `/proc/kallsyms` (no symbol:
+#    fully inlined; a symbol: some call sites may still be inlined, which
+#    the disassembly of the caller shows). (b) The calls go to a compiler
+#    clone, `name.isra.0`, `name.constprop.0`, `name.part.0`: look for
+#    `name.` in `/proc/kallsyms`, and probe the clone. (A third: the path
+#    now runs through a renamed function; check the source of this
+#    kernel's version.)
+# 3. `tcp_v4_connect()` sets the state to `SYN_SENT` before it picks the
+#    source port (`inet_hash_connect()` comes next), so at that transition
+#    the port is still 0. The socket itself does not change: key the
+#    records by the socket's address, `args->skaddr`, and fill in the ports
+#    at the later transitions.
+# 4. `op` carries flags as well as the command: with
+#    `FUTEX_PRIVATE_FLAG` (128) it is 128, never 0, so the test is never
+#    true and every private wait, which is what glibc uses for mutexes
+#    inside one process, is missed. Compare `args->op & FUTEX_CMD_MASK`
+#    (which also strips `FUTEX_CLOCK_REALTIME`, 256).
+# 5. The function's arguments *and* its return value together, typed from
+#    BTF (`ctx` holds the arguments, and the return value after them). A
+#    kretprobe gets only the registers at the return, with the return
+#    value in `PT_REGS_RC(ctx)`; the arguments must come from a kprobe at
+#    the entry, through a map. fexit is also cheaper (the kernel calls the
+#    program directly through a BPF trampoline), but needs BTF and ftrace,
+#    which this CI kernel refuses.
+# </details>
 #
 # ## Labs
 #
