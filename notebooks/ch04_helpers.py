@@ -25,16 +25,19 @@
 #   choose between them;
 # * copy memory that your program may not touch directly with
 #   `bpf_probe_read_user` / `bpf_probe_read_kernel`;
-# * act on a process from the kernel with `bpf_send_signal`.
+# * act on a process from the kernel with `bpf_send_signal`;
+# * run the same helpers in user-space code: uprobes on a library function,
+#   and USDT probes that a program ships with.
 #
 # Run the cells in order, top to bottom, with the **eBPF (root)** kernel.
 
 # %% [markdown]
 # ## 4.1 What a helper is
 #
-# A BPF program cannot call an arbitrary kernel function. It can call a
-# fixed list of **helper functions** that the kernel exports for the
-# purpose, each known by a number. The instruction is `call N`: the
+# A BPF program cannot call an arbitrary kernel function. It can call two
+# kinds of kernel functions made for it: **helper functions**, each known by
+# a number, and, since Linux 5.13, **kfuncs** (below). This chapter is about
+# helpers, the older and still most used kind. The instruction is `call N`: the
 # arguments go in registers `r1` to `r5`, the result comes back in `r0`
 # (Chapter 3 shows the calling convention from the inside). The verifier
 # knows each helper's *prototype*: which arguments must be pointers to
@@ -53,11 +56,31 @@
 # | acting | `bpf_send_signal`, `bpf_send_signal_thread` |
 #
 # The full list (about 210 on a 6.x kernel) is in `man 7 bpf-helpers` and in
-# the kernel's `include/uapi/linux/bpf.h`.
+# the kernel's `include/uapi/linux/bpf.h`. That list is no longer growing:
+# the last helpers (`bpf_cgrp_storage_get`/`_delete`, numbers 210 and 211)
+# came with Linux 6.2, and a comment after the list in `bpf.h` now says that
+# it is effectively frozen and that new functions should be kfuncs.
+#
+# **kfuncs** are ordinary kernel functions that a subsystem has explicitly
+# registered for BPF, for chosen program types. A program calls them by
+# their BTF id, not by a number, and the verifier checks the call against
+# the function's BTF prototype. Unlike helpers, they carry no promise of a
+# stable interface: a kfunc can change or disappear between kernel
+# versions, like any internal kernel function. Newer functionality
+# (`bpf_task_from_pid`, `bpf_cpumask_*`, dynptr and iterator kfuncs, the
+# `sched_ext` scheduler's calls...) arrives only as kfuncs. They are
+# declared in C with `extern ... __ksym` and resolved by libbpf at load
+# time (Chapter 10). BCC 0.26 cannot call them: it refuses the call with
+# "cannot call non-static helper function". This kernel's BTF tags its
+# kfuncs (`bpftool btf dump file /sys/kernel/btf/vmlinux | grep bpf_kfunc`
+# lists them, on recent kernels).
 
 # %%
+import ctypes
 import json
+import mmap
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -67,9 +90,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from bcc import USDT
 
 from ebpf_tutor import EventCollector, Program, headers, log2_hist_df, plot_log2_hist, table_df
-from ebpf_tutor.workload import marker_files, unique_name
+from ebpf_tutor.workload import Child, marker_files, unique_name
 
 # %% [markdown]
 # Here is a helper call as the kernel receives it. BCC can disassemble the
@@ -543,7 +567,9 @@ with Program(PRINTK, cflags=[f"-DNOTEBOOK_PID={os.getpid()}"]) as prog:
 #
 # This program writes every `getppid` of this notebook to both kinds of
 # buffer, with a sequence number from a shared counter, so we can see the
-# order.
+# order. Two threads make the calls, each pinned on its own CPU, and they
+# take turns, call by call: so the sequence numbers alternate between the
+# two CPUs, and no two writes ever overlap in time.
 
 # %%
 EVENTS = r"""
@@ -588,16 +614,23 @@ def stop_reading(events: EventCollector) -> None:
 
 
 worker_ids: set[int] = set()
+TWO_CPUS = sorted(os.sched_getaffinity(0))[:2]    # two CPUs this notebook may run on
 
 
-def getppid_from_threads(n_threads: int, calls: int) -> None:
-    """`calls` getppid() in each of `n_threads` threads running at once."""
-    def work() -> None:
+def getppid_from_threads(calls: int) -> None:
+    """`calls` getppid() in each of two threads, pinned one on each CPU of
+    TWO_CPUS, strictly taking turns (thread 0, thread 1, thread 0, ...)."""
+    turns = [threading.Semaphore(1), threading.Semaphore(0)]
+
+    def work(i: int) -> None:
+        os.sched_setaffinity(0, {TWO_CPUS[i]})   # 0 = the calling thread only
         worker_ids.add(threading.get_native_id())
         for _ in range(calls):
+            turns[i].acquire()                    # wait for our turn
             os.getppid()
+            turns[1 - i].release()                # then hand it over
 
-    threads = [threading.Thread(target=work) for _ in range(n_threads)]
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -608,7 +641,7 @@ with Program(EVENTS, cflags=[f"-DNOTEBOOK_PID={os.getpid()}"]) as prog:
     perf = EventCollector(prog, "perf_events")
     ring = EventCollector(prog, "ring_events")
     for _ in range(10):                      # 10 rounds of 2 x 100 calls, draining in between
-        getppid_from_threads(2, 100)
+        getppid_from_threads(100)
         perf.poll(0)
         ring.poll(0)
     perf_df, ring_df = perf.drain(), ring.drain()
@@ -619,19 +652,28 @@ print("ring buffer arrives in write order:", ring_df["seq"].is_monotonic_increas
 
 # %% [markdown]
 # Both got all 2000. The ring buffer hands them over in the order they were
-# written. The perf buffer hands them over CPU by CPU, so as soon as the two
-# threads ran on different CPUs the sequence numbers go back and forth
-# (whether they did this time depends on the scheduler):
+# written. The perf buffer has one buffer per CPU and hands them over CPU by
+# CPU: here the writes alternated between two CPUs, so each drain returns
+# all of one CPU's events (sequence numbers 0, 2, 4, ... or 1, 3, 5, ...),
+# then the other's. Order holds only within a CPU; to merge the two, sort
+# on a timestamp or sequence number carried in the event:
 
-# %% tags=["nbval-ignore-output"]
-print("perf buffer arrives in write order:", perf_df["seq"].is_monotonic_increasing)
-perf_df.groupby("cpu").size().rename("events per CPU").to_frame()
+# %%
+ours = perf_df[perf_df["tid"].isin(worker_ids)]
+per_cpu = ours.groupby("cpu").size()
+print(f"events from {len(per_cpu)} CPUs: {' and '.join(str(n) for n in per_cpu)}")
+print("perf buffer arrives in write order:", ours["seq"].is_monotonic_increasing)
+print("but each CPU's events arrive in their order:",
+      all(seq.is_monotonic_increasing for _, seq in ours.groupby("cpu")["seq"]))
 
 # %% [markdown]
-# A perf buffer that is not drained in time loses records: each CPU has its
-# own few pages (BCC's default is 8 pages, 32 KiB, per CPU). Write 20 000
-# events from one CPU without polling, and most are dropped. The kernel
-# counts them, and reports the count *inside the buffer*, as a "lost"
+# A perf buffer that is not drained in time loses records: each CPU has a
+# buffer of fixed size. BCC's `open_perf_buffer()` defaults to 8 pages per
+# CPU; `EventCollector` asks for 64 (`page_cnt=64`). Each record of the
+# program below takes 24 bytes in the buffer: an 8-byte header, a 4-byte
+# size, the 8-byte event, padded to a multiple of 8. Write 20,000 events
+# from one CPU without polling, and only as many as fit arrive; the kernel
+# counts the others, and reports the count *inside the buffer*, as a "lost"
 # record written just before the next event that fits: so we read what
 # arrived, make one more event, and read again.
 
@@ -647,10 +689,12 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
     return 0;
 }
 """
+PAGES, RECORD = 64, 24
+fits = PAGES * mmap.PAGESIZE // RECORD
 everywhere = os.sched_getaffinity(0)
 os.sched_setaffinity(0, {min(everywhere)})        # this thread on one CPU: one buffer
 with Program(LOSSY, cflags=MAIN_THREAD) as prog:
-    perf = EventCollector(prog, "perf_events")
+    perf = EventCollector(prog, "perf_events", page_cnt=PAGES)
     for _ in range(20_000):
         os.getppid()
     perf.poll(0)
@@ -658,11 +702,11 @@ with Program(LOSSY, cflags=MAIN_THREAD) as prog:
     got = len(perf.drain())
     stop_reading(perf)
 os.sched_setaffinity(0, everywhere)
-print(f"all 20001 accounted for (received + lost)? {got + perf.lost == 20_001}")
-lost_share = perf.lost / 20_001   # how many were lost depends on the machine's load
-
-# %% tags=["nbval-ignore-output"]
-print(f"received {got}, lost {perf.lost}: {lost_share:.0%} lost on this run")
+print(f"{PAGES} pages of {mmap.PAGESIZE} bytes hold {fits} records of {RECORD} bytes")
+print(f"received {got}: the {fits} that fitted, and the one written after the drain? "
+      f"{got == fits + 1}")
+print(f"lost {perf.lost} ({perf.lost / 20_001:.0%}); all 20001 accounted for? "
+      f"{got + perf.lost == 20_001}")
 
 # %% [markdown]
 # What does each choice cost? Time `getppid` calls in batches of 1000, with
@@ -790,6 +834,28 @@ shutil.rmtree(markers_dir)
 # The event was reserved directly in the ring buffer (200 bytes is a big
 # chunk of the 512-byte BPF stack), and the string copied straight into it.
 # A name longer than the buffer is cut, and `len` tells you so.
+#
+# "Fail cleanly" has a cost. A tracepoint or kprobe program may not sleep,
+# so `bpf_probe_read_user` runs with page faults disabled: if the page
+# holding the string is not in memory at that moment (never touched yet,
+# swapped out, a file page not yet read), the copy fails with `-EFAULT`
+# instead of bringing the page in, and the program sees nothing, although
+# the address was right. At `sys_enter_openat` that happens to names the
+# process has not touched yet, for example a string constant on a page of
+# the binary that was never read.
+#
+# The fix is a **sleepable** program: loaded with the `BPF_F_SLEEPABLE`
+# flag (libbpf section names ending in `.s`: `fentry.s/`, `lsm.s/`,
+# `iter.s/`, `uprobe.s/`), it may call `bpf_copy_from_user()` (Linux 5.10),
+# which takes the page fault and waits for the page like the kernel's own
+# `copy_from_user()` does. Only some program types can be sleepable
+# (fentry/fexit, LSM, iterators, uprobes...), not classic tracepoints or
+# kprobes; BCC 0.26's `load_func()` has no way to pass the flag, and this
+# kernel refuses fentry and LSM programs anyway. The common workaround
+# without sleeping: save the pointer at `sys_enter_openat` (in a map keyed by
+# thread id) and read the string at `sys_exit_openat`. By then the kernel's
+# own copy of the name has faulted the page in, so the read almost always
+# succeeds.
 
 # %% [markdown]
 # ## 4.10 Acting: `bpf_send_signal`
@@ -831,6 +897,141 @@ print(f"'sleep 30' ended with return code {victim.returncode} "
 # outright is the job of LSM and cgroup programs (Chapters 9 and 11).
 
 # %% [markdown]
+# ## 4.11 User space: uprobes and USDT
+#
+# Everything so far ran at kernel hooks. The same programs, with the same
+# helpers, can run when a *user-space* function is called.
+#
+# A **uprobe** is a breakpoint that the kernel writes into a user program or
+# library, at a function's address in the file. Since it patches the file's
+# page in the page cache, every process that maps the file hits it; the
+# `pid=` argument of BCC's `attach_uprobe()` keeps only one process. The
+# program gets the user registers in `struct pt_regs`: on x86_64 the same
+# calling convention as in the kernel, so `PT_REGS_PARM1(ctx)` is the first
+# argument. A **uretprobe** fires when the function returns (the kernel
+# swaps the return address on the user stack for a trampoline of its own),
+# with the return value in `PT_REGS_RC(ctx)`. As with kprobes, the
+# arguments are gone by then: keep them in a map keyed by thread id.
+#
+# Each hit is a trap into the kernel and back, far more than the call
+# itself costs: probe functions called thousands of times a second, not
+# millions. And pointers in the arguments point to user memory: read them
+# with `bpf_probe_read_user` (section 4.9).
+#
+# A child process calls libc's `labs()` five times, on -1 to -5; a uprobe
+# saves each argument, a uretprobe pairs it with the result. `name="c"` asks
+# BCC to find the C library.
+
+# %%
+UPROBES = r"""
+#include <uapi/linux/ptrace.h>
+BPF_HASH(arg_of, u32, long);        // thread id -> argument at entry
+BPF_HASH(results, long, long);      // argument -> return value
+
+int on_labs(struct pt_regs *ctx) {
+    u32 tid = bpf_get_current_pid_tgid();
+    long n = PT_REGS_PARM1(ctx);
+    arg_of.update(&tid, &n);
+    return 0;
+}
+
+int on_labs_return(struct pt_regs *ctx) {
+    u32 tid = bpf_get_current_pid_tgid();
+    long *n = arg_of.lookup(&tid);
+    if (!n)
+        return 0;
+    long ret = PT_REGS_RC(ctx);
+    results.update(n, &ret);
+    arg_of.delete(&tid);
+    return 0;
+}
+"""
+libc = ctypes.CDLL(None)
+
+
+def call_labs():
+    for n in range(-1, -6, -1):
+        libc.labs(ctypes.c_long(n))
+
+
+child = Child(call_labs)
+with Program(UPROBES) as prog:
+    prog.attach_uprobe(name="c", sym="labs", fn_name="on_labs", pid=child.pid)
+    prog.attach_uretprobe(name="c", sym="labs", fn_name="on_labs_return", pid=child.pid)
+    child.go()
+    seen = sorted(((k.value, v.value) for k, v in prog["results"].items()), reverse=True)
+for arg, ret in seen:
+    print(f"labs({arg}) returned {ret}")
+
+# %% [markdown]
+# Lab 4.3 builds a memory profiler this way, on `malloc` and `free`.
+#
+# A uprobe needs a symbol, and function names and arguments are internal
+# details of a program, as kernel functions are for kprobes. **USDT**
+# (user statically defined tracing) probes are the user-space counterpart
+# of tracepoints: markers the program's authors compiled in (`DTRACE_PROBE`
+# from `<sys/sdt.h>`) at meaningful places, with documented arguments. Each
+# one is a single `nop` instruction plus a note in the ELF file
+# (`.note.stapsdt`) saying where the arguments are; a tracer turns the `nop`
+# into a uprobe. Some probes are guarded by a *semaphore*, a counter that
+# the program tests before preparing costly arguments; the tracer must
+# raise it, which BCC's `USDT(pid=...)` does in a running process.
+#
+# Debian's Python interpreter has such probes. `readelf -n` lists the notes:
+
+# %%
+notes = subprocess.run(["readelf", "-n", os.path.realpath("/usr/bin/python3")],
+                       capture_output=True, text=True).stdout
+print(sorted(set(re.findall(r"Name: (\w+)", notes.split("stapsdt", 1)[1]))))
+
+# %% [markdown]
+# `function__return` fires each time a Python function returns, with the
+# file name, the function name and the line number as arguments 1 to 3.
+# (`function__entry` never fires on Python 3.11, a CPython bug, gh-98894.)
+# A child runs `ch04_marker()` four times; the program counts returns by
+# function name, read from the child's memory with
+# `bpf_probe_read_user_str`:
+
+# %%
+USDT_RETURNS = r"""
+struct name_t { char name[32]; };
+BPF_HASH(returns, struct name_t, u64);
+
+int on_return(struct pt_regs *ctx) {
+    u64 addr = 0;
+    struct name_t key = {};
+    bpf_usdt_readarg(2, ctx, &addr);          // argument 2: the function's name
+    bpf_probe_read_user_str(&key.name, sizeof(key.name), (void *)addr);
+    returns.increment(key);
+    return 0;
+}
+"""
+
+
+def ch04_marker():
+    return 1
+
+
+def call_marker():
+    for _ in range(4):
+        ch04_marker()
+
+
+child = Child(call_marker)
+usdt = USDT(pid=child.pid)
+usdt.enable_probe(probe="function__return", fn_name="on_return")
+with Program(USDT_RETURNS, usdt_contexts=[usdt]) as prog:
+    child.go()
+    returns = {k.name.decode(): v.value for k, v in prog["returns"].items()}
+print(f"ch04_marker returned {returns.get('ch04_marker', 0)} times, "
+      f"call_marker {returns.get('call_marker', 0)} time")
+
+# %% [markdown]
+# Databases, language runtimes and libraries ship USDT probes (PostgreSQL,
+# the JVM, Node.js, ...): `tplist-bpfcc -l <binary>` or `readelf -n` show
+# what a binary offers.
+
+# %% [markdown]
 # ## Recap
 #
 # * Helpers are the kernel functions a BPF program may call, by number,
@@ -848,6 +1049,8 @@ print(f"'sleep 30' ended with return code {victim.returncode} "
 # * User memory (system call arguments) is copied with
 #   `bpf_probe_read_user(_str)`, kernel memory behind a pointer with
 #   `bpf_probe_read_kernel(_str)`. Both fail cleanly.
+# * uprobes and uretprobes run a program at a user-space function's entry
+#   and return; USDT probes at markers a program ships with.
 #
 # **Questions to test yourself**
 #
@@ -860,6 +1063,40 @@ print(f"'sleep 30' ended with return code {victim.returncode} "
 # 4. A perf buffer reports lost events. Give two ways to stop losing them.
 # 5. Why can `bpf_probe_read_user_str` on `args->filename` fail at
 #    `sys_enter_openat` even though the program is correct?
+#
+# <details><summary>Answers (click to open)</summary>
+#
+# 1. `bpf_get_current_pid_tgid() >> 32`: the probe runs in the forking
+#    thread, and the upper half is its process id, which is what the
+#    child's `getppid()` will return. `args->parent_pid` is the forking
+#    *thread's* id, a different number when a second thread forks.
+#    `current->real_parent->tgid` is the parent of the forking process: the
+#    child's grandparent.
+# 2. A thread is inside one system call at a time, but several threads of
+#    a process can be inside the same call at once: keyed by process, the
+#    second thread's entry would overwrite the first one's start time, and
+#    both exits would use it. The filter is by process because the process
+#    is what you want to watch, with all its threads, and its id is the one
+#    user space knows.
+# 3. Headers that do not match the running kernel: the offsets of
+#    `real_parent` or `tgid` in the headers BCC compiled with differ from
+#    the kernel's, so the program reads some other field (and a pointer
+#    read from the wrong place makes the next read fail, leaving 0).
+#    Confirm by comparing `offsetof(struct task_struct, real_parent)` and
+#    `tgid` in those headers with BTF (`bpftool btf dump file
+#    /sys/kernel/btf/vmlinux format c`, or the course's header check), or by
+#    reading the field for a process whose parent you know.
+# 4. Drain more often (poll in a loop, keep the callback cheap and decode
+#    in bulk), or give each CPU a bigger buffer (`page_cnt`); or send less:
+#    filter and aggregate in the kernel, send smaller records. On 5.8+, a
+#    ring buffer sized for the total absorbs bursts on one CPU better.
+# 5. The string is in user memory that may not be resident at that moment
+#    (never touched yet, swapped out, a file page not read in). A tracepoint
+#    program cannot sleep, so the helper cannot take the page fault: it
+#    returns `-EFAULT`. A sleepable program with `bpf_copy_from_user()` can
+#    wait for the page; without one, read the string at `sys_exit_openat`,
+#    after the kernel's own copy has brought the page in.
+# </details>
 #
 # ## Labs
 #
