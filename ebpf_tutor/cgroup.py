@@ -50,7 +50,9 @@ ATTACH_SOCK_CREATE = 2      # BPFAttachType.CGROUP_INET_SOCK_CREATE
 ATTACH_DEVICE = 6           # BPFAttachType.CGROUP_DEVICE
 ATTACH_INET4_BIND = 8       # BPFAttachType.CGROUP_INET4_BIND
 ATTACH_INET4_CONNECT = 10   # BPFAttachType.CGROUP_INET4_CONNECT
+ATTACH_INET6_CONNECT = 11   # BPFAttachType.CGROUP_INET6_CONNECT
 ATTACH_UDP4_SENDMSG = 14    # BPFAttachType.CGROUP_UDP4_SENDMSG
+ATTACH_UDP6_SENDMSG = 15    # BPFAttachType.CGROUP_UDP6_SENDMSG
 ATTACH_SYSCTL = 18          # BPFAttachType.CGROUP_SYSCTL
 ATTACH_INET4_GETPEERNAME = 29
 
@@ -66,6 +68,8 @@ HOOKS: dict[str, tuple[int, int, str]] = {
     "bind4": (PROG_CGROUP_SOCK_ADDR, ATTACH_INET4_BIND, "struct bpf_sock_addr"),
     "connect4": (PROG_CGROUP_SOCK_ADDR, ATTACH_INET4_CONNECT, "struct bpf_sock_addr"),
     "sendmsg4": (PROG_CGROUP_SOCK_ADDR, ATTACH_UDP4_SENDMSG, "struct bpf_sock_addr"),
+    "connect6": (PROG_CGROUP_SOCK_ADDR, ATTACH_INET6_CONNECT, "struct bpf_sock_addr"),
+    "sendmsg6": (PROG_CGROUP_SOCK_ADDR, ATTACH_UDP6_SENDMSG, "struct bpf_sock_addr"),
     "getpeername4": (PROG_CGROUP_SOCK_ADDR, ATTACH_INET4_GETPEERNAME, "struct bpf_sock_addr"),
     "device": (PROG_CGROUP_DEVICE, ATTACH_DEVICE, "struct bpf_cgroup_dev_ctx"),
     "sysctl": (PROG_CGROUP_SYSCTL, ATTACH_SYSCTL, "struct bpf_sysctl"),
@@ -364,7 +368,7 @@ class ScratchCgroup:
                flags: int = BPF_F_ALLOW_MULTI) -> Attachment:
         """Load C function `fn_name` of `prog` as the program type `hook` needs
         and attach it. Hooks: ingress, egress, sock_create, bind4, connect4,
-        sendmsg4, getpeername4, device, sysctl."""
+        sendmsg4, connect6, sendmsg6, getpeername4, device, sysctl."""
         if hook not in HOOKS:
             raise ValueError(f"unknown cgroup hook {hook!r}; known: {', '.join(HOOKS)}")
         prog_type, attach_type, _ = HOOKS[hook]

@@ -171,9 +171,13 @@ class UdpSinks(_PortSockets):
         return Counter({port: self.received[port] for port in self.socks})
 
 
-def udp_send(ns_name: str, dst: str, port: int, count: int, size: int = 64) -> int:
-    """Send `count` datagrams to dst:port from a fresh socket; returns count."""
+def udp_send(ns_name: str, dst: str, port: int, count: int, size: int = 64,
+             ip_options: bytes = b"") -> int:
+    """Send `count` datagrams to dst:port from a fresh socket; returns count.
+    `ip_options` (IP_OPTIONS) go into every datagram's IPv4 header."""
     s = socket_in(ns_name)
+    if ip_options:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, ip_options)
     try:
         for _ in range(count):
             s.sendto(b"\0" * size, (dst, port))

@@ -28,6 +28,10 @@ from . import packets
 from .net import Sandbox, guard, socket_in
 
 MAGIC = b"EBT7"
+# Four bytes of IPv4 options: three no-ops and an end-of-list. A packet that
+# carries them has a 24-byte IP header (ihl = 6): a parser that assumes 20
+# bytes reads the options as the next header.
+IP_NOP_OPTIONS = b"\x01\x01\x01\x00"
 
 
 @dataclass
@@ -224,11 +228,16 @@ class Exchange:
         return not self.error and self.reply.endswith(self.request)
 
 
-def tcp_exchange(ns_name: str, dst: str, port: int, request: str, timeout: float = 1.0) -> Exchange:
-    """Connect from namespace `ns_name`, send one line, read the answer."""
+def tcp_exchange(ns_name: str, dst: str, port: int, request: str, timeout: float = 1.0,
+                 ip_options: bytes = b"") -> Exchange:
+    """Connect from namespace `ns_name`, send one line, read the answer.
+    `ip_options` (IP_OPTIONS, e.g. IP_NOP_OPTIONS) go into the IPv4 header of
+    every packet the client sends, making it longer than 20 bytes."""
     ex = Exchange(request)
     s = socket_in(ns_name, socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout)
+    if ip_options:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, ip_options)
     try:
         s.connect((dst, port))
         s.sendall(request.encode() + b"\n")

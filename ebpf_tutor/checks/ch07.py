@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 
-from .. import net, traffic, xdp
+from .. import net, packets, traffic, xdp
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
 from . import byte_order_blind, has_table, load_packet_program
@@ -119,7 +119,8 @@ def _mac_list(mac: str) -> list[int]:
 def check_load_balancer(program: str) -> str:
     """45 TCP request/response exchanges from a client to VIP:VPORT through
     the learner's XDP program on the LB, with three backends that own the
-    VIP; the LB itself has no route to the VIP (blackhole)."""
+    VIP; the LB itself has no route to the VIP (blackhole). Every third
+    connection's packets carry IP options (a 24-byte IP header)."""
     vport = random.choice(LB_PORTS)
     vip_be = struct.unpack("<I", socket.inet_aton(LB_VIP))[0]
     cflags = [f"-DVIP={vip_be:#x}", f"-DVPORT={vport}", f"-DN_BACKENDS={len(LB_BACKENDS)}"]
@@ -145,8 +146,10 @@ def check_load_balancer(program: str) -> str:
                 pings = traffic.ping(lan, "client", lan.gw["client"], count=2, wait=1)
                 failures = 0
                 for i in range(LB_CONNECTIONS):
+                    # every third connection carries IP options: a 24-byte IP header
+                    opts = traffic.IP_NOP_OPTIONS if i % 3 == 1 else b""
                     ex = traffic.tcp_exchange(lan.ns["client"], LB_VIP, vport, f"{tag}-{i}",
-                                              timeout=1.0)
+                                              timeout=1.0, ip_options=opts)
                     exchanges.append(ex)
                     failures += not ex.ok
                     if failures >= 3:
@@ -162,6 +165,13 @@ def check_load_balancer(program: str) -> str:
            "return XDP_PASS for every packet that is not TCP to VIP:VPORT (ARP, ICMP, "
            "other addresses and ports)")
     bad = [ex for ex in exchanges if not ex.ok]
+    with_opts = [ex for i, ex in enumerate(exchanges) if i % 3 == 1]
+    plain = [ex for i, ex in enumerate(exchanges) if i % 3 != 1]
+    if bad and all(not ex.ok for ex in with_opts) and all(ex.ok for ex in plain):
+        raise LabFailed("7.2", f"every connection whose packets carry IP options failed "
+                        f"({len(with_opts)} of them); the {len(plain)} others completed",
+                        "the IP header is ip->ihl * 4 bytes long, 20 only without options: find "
+                        "the ports at (void *)ip + ip->ihl * 4, not at (void *)(ip + 1)")
     if bad:
         done = sum(ex.ok for ex in exchanges)
         raise LabFailed("7.2", f"{len(bad)} of {len(exchanges)} TCP connections to the VIP failed "
@@ -205,13 +215,21 @@ SAMPLE_FRAMES, SNAP_LEN, SIGMAS = 3000, 64, 4.5
 
 
 def _sample_frames(lab: net.VethPair, dport: int) -> list[tuple[bytes, dict]]:
-    """3000 distinct frames (IP id = index) with the fields decode() must find."""
+    """3000 distinct frames (IP id = index) with the fields decode() must find;
+    one in ten carries IP options."""
     smac, dmac = lab.mac("a"), lab.mac("b")
     frames = []
     for i in range(SAMPLE_FRAMES):
         kind, sport = i % 10, 20000 + i
         truth = {"src": lab.ip_a, "dst": lab.ip_b, "proto": 17, "sport": sport, "dport": dport}
-        if kind < 7:
+        if kind == 6:               # UDP with 4 bytes of IP options: a 24-byte IP header
+            udp = packets.udp(sport, dport, bytes(i % 30), src=lab.ip_a, dst=lab.ip_b)
+            frame = packets.ethernet(packets.ETH_P_IP,
+                                     packets.ipv4(packets.IPPROTO_UDP, udp, src=lab.ip_a,
+                                                  dst=lab.ip_b, ident=i,
+                                                  options=traffic.IP_NOP_OPTIONS),
+                                     src=smac, dst=dmac)
+        elif kind < 7:
             payload = bytes((i * 37 + j) & 0xFF for j in range((i * 37) % 120))
             frame = traffic.udp_frame(smac, dmac, lab.ip_a, lab.ip_b, sport, dport, payload,
                                       ident=i)
@@ -288,7 +306,7 @@ def _judge_samples(raw: list[bytes], frames: list[tuple[bytes, dict]], rate: int
            "submit one sample per chosen packet")
     short = [i for i in picked if len(frames[i][0]) < SNAP_LEN]
     _judge_rate(sorted(picked), rate, frames, short)
-    for i in [0, 7, 9, *picked]:        # one UDP, TCP and ICMP frame always, then every sample
+    for i in [0, 6, 7, 9, *picked]:     # UDP, UDP with IP options, TCP, ICMP; every sample
         frame, truth = frames[i]
         got = decode(frame[:min(len(frame), SNAP_LEN)])
         expect(isinstance(got, dict), "7.3", f"decode() returned {type(got).__name__}, not a dict")

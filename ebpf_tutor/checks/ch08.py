@@ -12,7 +12,7 @@ import ctypes as ct
 import random
 import time
 
-from .. import flows, net, packets, tc
+from .. import flows, net, packets, tc, traffic
 from ..labs import expect, lab
 from ..program import Program, close_all
 from . import byte_order_blind, load_packet_program, require_table
@@ -106,7 +106,7 @@ def _too_slow_hint(ratio: float) -> str:
 
 # -------------------------------------------------------------------- 8.2 --
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP = 1, 6, 17
-N_UDP, N_TCP, N_ICMP = 10, 3, 3
+N_UDP, N_TCP, N_ICMP, N_OPT = 10, 3, 3, 5
 # Ports whose two bytes differ: one that reads the same in both byte orders
 # would let a lookup without ntohs() match by luck.
 FW_PORTS = [p for p in range(20000, 30000, 7) if not byte_order_blind(p)]
@@ -144,6 +144,17 @@ def check_firewall(program: str) -> str:
                 udp1, acc1 = udp.counts(), tcp.accepted()
                 hits1 = {k: rules[_rule(rules, *k)].value
                          for k in ((IPPROTO_UDP, u_block), (IPPROTO_TCP, both), (IPPROTO_ICMP, 0))}
+                # the same with IP options: a 24-byte IP header moves the ports
+                for port in (u_block, u_open):
+                    flows.udp_send(a, ip_b, port, N_OPT, ip_options=traffic.IP_NOP_OPTIONS)
+                deadline = time.monotonic() + 2.0       # until the open port's datagrams are in
+                while True:
+                    now = udp.counts()
+                    opts = {p: now[p] - udp1[p] for p in (u_block, u_open)}
+                    if opts[u_open] >= N_OPT or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                before2 = now
                 # phase 2, rules changed while the program runs: ICMP allowed, all UDP blocked
                 del rules[_rule(rules, IPPROTO_ICMP, 0)]
                 rules[_rule(rules, IPPROTO_UDP, 0)] = rules.Leaf(0)
@@ -171,6 +182,15 @@ def check_firewall(program: str) -> str:
            "read the *destination* port (2 bytes at offset 2 of the UDP header, which starts "
            "ip->ihl * 4 bytes after the IP header's start) and convert it with ntohs() before "
            "the lookup")
+    expect(opts[u_block] == 0, "8.2",
+           f"datagrams to blocked UDP port {u_block} without IP options were dropped, but "
+           f"{opts[u_block]} of {N_OPT} carrying 4 bytes of IP options arrived",
+           "the IP header is ip->ihl * 4 bytes long, 20 only without options: read the port at "
+           "sizeof(*eth) + ip->ihl * 4 + 2, not at a fixed offset")
+    expect(opts[u_open] == N_OPT, "8.2",
+           f"{N_OPT - opts[u_open]} of {N_OPT} datagrams to open UDP port {u_open} carrying IP "
+           "options were dropped", "find the UDP header at ip->ihl * 4 bytes after the IP "
+           "header's start, whatever the options")
     expect(udp1[both] == N_UDP, "8.2",
            f"only TCP port {both} is blocked, but {N_UDP - udp1[both]} of {N_UDP} UDP datagrams "
            f"to port {both} were dropped", "the protocol is part of the key: fill key.proto "
@@ -190,8 +210,8 @@ def check_firewall(program: str) -> str:
            f"and {hits1[(IPPROTO_ICMP, 0)]} ICMP ({N_ICMP})",
            "add one to the value of the rule that matched, each time you drop a packet "
            "(__sync_fetch_and_add(hits, 1) or lock_xadd)")
-    expect(udp2[u_open] == udp1[u_open], "8.2",
-           f"after the check added rule (UDP, 0) at run time, {udp2[u_open] - udp1[u_open]} of "
+    expect(udp2[u_open] == before2[u_open], "8.2",
+           f"after the check added rule (UDP, 0) at run time, {udp2[u_open] - before2[u_open]} of "
            f"{N_UDP} datagrams to port {u_open} still arrived",
            "a rule with port 0 covers every port of its protocol: when (proto, port) is not in "
            "the map, look up (proto, 0). And ask the map on every packet: it is the policy")

@@ -33,16 +33,35 @@ KEEP = "keep the given declaration: "  # the start of a missing map's hint
 PROBE = r"""
 import errno, json, os, socket, stat, sys
 
-def tcp(port):
-    socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+def tcp(port, family=socket.AF_INET, addr="127.0.0.1"):
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        s.connect((addr, port))
 
-def udp(port, size=16, count=1):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def tcp6(port):
+    tcp(port, socket.AF_INET6, "::1")
+
+def tcp_mapped(port):       # an IPv6 socket, an IPv4 destination: ::ffff:127.0.0.1
+    tcp(port, socket.AF_INET6, "::ffff:127.0.0.1")
+
+def udp(port, size=16, count=1, family=socket.AF_INET, addr="127.0.0.1", options=b""):
+    s = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if options:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, options)
         for _ in range(count):
-            s.sendto(b"e" * size, ("127.0.0.1", port))
+            s.sendto(b"e" * size, (addr, port))
     finally:
         s.close()
+
+def udp6(port):
+    udp(port, family=socket.AF_INET6, addr="::1")
+
+def udp_mapped(port):
+    udp(port, family=socket.AF_INET6, addr="::ffff:127.0.0.1")
+
+def udp_options(port):      # 4 bytes of IPv4 options: a 24-byte IP header
+    udp(port, options=b"\x01\x01\x01\x00")
 
 def open_dev(path):
     os.close(os.open(path, os.O_RDONLY))
@@ -109,8 +128,11 @@ class _LoopbackSockets:
 
     kind = socket.SOCK_STREAM
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, ipv6: bool = False):
+        """`ipv6`: each port also gets a twin socket on ::1 (IPv6 only), and
+        arrivals on both count for the port."""
         self.socks = []
+        self.twins: list[socket.socket] = []
         skipped = []             # stay bound until the end: the kernel cannot hand them out again
         try:
             while len(self.socks) < n:
@@ -120,6 +142,18 @@ class _LoopbackSockets:
                 if byte_order_blind(port):
                     skipped.append(s)
                     continue
+                if ipv6:
+                    t = socket.socket(socket.AF_INET6, self.kind)
+                    t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    try:
+                        t.bind(("::1", port))
+                    except OSError:      # taken on IPv6: draw another port
+                        t.close()
+                        skipped.append(s)
+                        continue
+                    self._open(t)
+                    t.setblocking(False)
+                    self.twins.append(t)
                 self._open(s)
                 s.setblocking(False)
                 self.socks.append(s)
@@ -136,19 +170,21 @@ class _LoopbackSockets:
         raise NotImplementedError
 
     def _counts(self) -> list[int]:
-        """How many arrivals each socket had since the last call."""
+        """How many arrivals each port had since the last call (its IPv6 twin
+        included)."""
         counts = []
-        for s in self.socks:
+        for i, s in enumerate(self.socks):
             n = 0
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    self._take(s)
-                    n += 1
+            for sock in [s, *self.twins[i:i + 1]]:
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        self._take(sock)
+                        n += 1
             counts.append(n)
         return counts
 
     def close(self) -> None:
-        for s in self.socks:
+        for s in self.socks + self.twins:
             s.close()
 
     def __enter__(self) -> "_LoopbackSockets":
@@ -203,10 +239,13 @@ def attached(cg: ScratchCgroup, lab_id: str, fn: str) -> list[tuple[str, int, st
 @lab("9.1", "network policy enforcer")
 def check_policy(program: str, attach_policy) -> str:
     """Blocked TCP and UDP ports, an allowed TCP and UDP port and a redirect,
-    exercised from inside the scratch cgroup and from outside it."""
+    exercised from inside the scratch cgroup and from outside it, over IPv4,
+    IPv6 (::1), v4-mapped addresses (::ffff:127.0.0.1) and, for UDP, with
+    IP options (a 24-byte IPv4 header)."""
     lab_id = "9.1"
     try:
-        with ScratchCgroup("lab91") as cg, Listeners(4) as tcp, UdpSinks(2) as udp:
+        with ScratchCgroup("lab91") as cg, Listeners(4, ipv6=True) as tcp, \
+                UdpSinks(2, ipv6=True) as udp:
             t_block, t_ok, t_from, t_to = tcp.ports
             u_block, u_ok = udp.ports
             prog = Program(program, name="lab 9.1")
@@ -219,8 +258,12 @@ def check_policy(program: str, attach_policy) -> str:
             put(redirects, t_from, t_to)
             attach_policy(prog, cg)
             attached(cg, lab_id, "attach_policy")
-            actions = [["tcp", t_block], ["tcp", t_ok], ["tcp", t_from],
-                       ["udp", u_block], ["udp", u_ok]]
+            actions = [["tcp", t_block], ["tcp", t_ok], ["tcp", t_from],               # 0-2
+                       ["udp", u_block], ["udp", u_ok],                                # 3-4
+                       ["tcp6", t_block], ["tcp_mapped", t_block], ["tcp6", t_ok],     # 5-7
+                       ["tcp_mapped", t_from],                                         # 8
+                       ["udp6", u_block], ["udp6", u_ok],                              # 9-10
+                       ["udp_options", u_block], ["udp_options", u_ok]]                # 11-12
             inside = probe(cg, actions, lab_id)
             in_tcp, in_udp = tcp.accepted(), udp.received()
             outside = probe(None, actions, lab_id)
@@ -228,22 +271,29 @@ def check_policy(program: str, attach_policy) -> str:
     finally:
         close_all()
 
+    n = len(actions)
     # outside the cgroup: nothing is filtered, nothing redirected
-    expect(outside == ["ok"] * 5 and out_tcp == [1, 1, 1, 0] and out_udp == [1, 1], lab_id,
+    expect(outside == ["ok"] * n and out_tcp == [3, 2, 2, 0] and out_udp == [3, 3], lab_id,
            f"outside the cgroup the same actions must all work; they gave {outside} "
-           f"(TCP servers got {out_tcp}, UDP got {out_udp})",
+           f"(TCP servers got {out_tcp} of [3, 2, 2, 0], UDP got {out_udp} of [3, 3])",
            "attach only to the scratch cgroup you are given (cg), never to a parent")
     # inside: allowed traffic still flows
-    expect(inside[1] == "ok" and in_tcp[1] == 1, lab_id,
+    expect(inside[1] == "ok", lab_id,
            f"inside the cgroup, a connect to port {t_ok} (not blocked) failed: {inside[1]}",
            "your policy denies too much: return 1 (allow) unless the port is in blocked_ports, "
-           "in both programs")
-    expect(inside[4] == "ok" and in_udp[1] == 1, lab_id,
-           f"inside the cgroup, a datagram to UDP port {u_ok} (not blocked) was dropped "
-           f"({inside[4]}, received {in_udp[1]})",
-           "the egress program must return 1 for every packet that is not UDP to a blocked port")
+           "in every program")
+    expect(inside[7] == "ok", lab_id,
+           f"inside the cgroup, a connect to [::1]:{t_ok} (not blocked) failed: {inside[7]}",
+           "the connect6 program must allow what is not blocked, like connect4")
+    expect(inside[4] == "ok" and inside[10] == "ok" and inside[12] == "ok" and in_udp[1] == 3,
+           lab_id,
+           f"inside the cgroup, datagrams to UDP port {u_ok} (not blocked) were dropped: to "
+           f"127.0.0.1 {inside[4]}, to ::1 {inside[10]}, with IP options {inside[12]} "
+           f"({in_udp[1]} of 3 arrived)",
+           "the egress program must return 1 for every packet that is not UDP to a blocked port, "
+           "IPv4 (whatever its header length) or IPv6")
     # inside: TCP connect to a blocked port is refused by connect4
-    expect(inside[0] != "ok" and in_tcp[0] == 0, lab_id,
+    expect(inside[0] != "ok", lab_id,
            f"a process inside the cgroup connected to blocked port {t_block}",
            "in the connect4 program take ntohs(ctx->user_port) (the port is stored in network "
            "byte order), look it up in blocked_ports, and return 0 when found; attach it with "
@@ -251,24 +301,50 @@ def check_policy(program: str, attach_policy) -> str:
     expect(inside[0] == "EPERM", lab_id,
            f"connect to blocked port {t_block} failed with {inside[0]}, not EPERM",
            "refuse it in the connect4 program (return 0): connect() then fails at once with EPERM")
+    expect(inside[5] == "EPERM", lab_id,
+           f"inside the cgroup, a connect to [::1]:{t_block} (blocked) gave {inside[5]}: an "
+           "IPv6 socket walks around a connect4 program",
+           "attach the same rule to hook \"connect6\" (policy_connect6): the port is in "
+           "ctx->user_port there too")
+    expect(inside[6] == "EPERM", lab_id,
+           f"inside the cgroup, an IPv6 socket connected to [::ffff:127.0.0.1]:{t_block} "
+           f"(blocked) and got {inside[6]}",
+           "a v4-mapped address reaches IPv4 through an IPv6 socket: only connect6 runs, never "
+           "connect4. Judge every address in connect6, v4-mapped ones included")
     # inside: the redirect
     expect(in_tcp[2] == 0, lab_id,
            f"inside the cgroup, a connect to port {t_from} was not redirected "
            f"(it reached the server on {t_from})",
            "look the host-order port up in `redirects`; when found, write htons(new_port) "
-           "into ctx->user_port and return 1")
-    expect(inside[2] == "ok" and in_tcp[3] == 1, lab_id,
-           f"the redirected connect (port {t_from} -> {t_to}) did not reach port {t_to} "
-           f"({inside[2]})",
-           "ctx->user_port is in network byte order: store htons(*new_port), not the number itself")
+           "into ctx->user_port and return 1, in connect4 and connect6")
+    expect(inside[2] == "ok" and inside[8] == "ok" and in_tcp[3] == 2, lab_id,
+           f"the redirected connects (port {t_from} -> {t_to}, over IPv4 and from an IPv6 "
+           f"socket to ::ffff:127.0.0.1) gave {inside[2]} and {inside[8]}; {in_tcp[3]} of 2 "
+           f"reached port {t_to}",
+           "ctx->user_port is in network byte order: store htons(*new_port), not the number "
+           "itself; and redirect in connect6 too")
     # inside: UDP sent with sendto() never calls connect(); egress must catch it
-    expect(in_udp[0] == 0, lab_id,
-           f"a datagram from inside the cgroup reached blocked UDP port {u_block}",
+    expect(inside[3] == "EPERM", lab_id,
+           f"a datagram from inside the cgroup to 127.0.0.1, blocked UDP port {u_block}, was "
+           f"not dropped ({inside[3]})",
            "sendto() without connect() never runs the connect4 program: the egress program "
            "must read the UDP destination port (IP header length + 2) and return 0 when it is "
            "blocked; attach it with hook \"egress\"")
-    return (f"inside: blocked TCP {t_block} refused (EPERM), {t_from} redirected to {t_to}, "
-            f"UDP {u_block} dropped, allowed ports worked; outside: all 5 went through")
+    expect(inside[11] == "EPERM", lab_id,
+           f"a datagram to blocked UDP port {u_block} whose IPv4 header carries 4 bytes of "
+           f"options was not dropped ({inside[11]})",
+           "the IPv4 header is (first byte & 0xF) * 4 bytes long, 20 only without options: the "
+           "UDP header starts there")
+    expect(inside[9] == "EPERM", lab_id,
+           f"a datagram to [::1]:{u_block} (blocked UDP port) was not dropped ({inside[9]})",
+           "egress sees IPv6 packets too (version 6 in the high 4 bits of byte 0): the protocol "
+           "is byte 6, and the UDP header starts at byte 40")
+    expect(in_udp[0] == 0, lab_id,
+           f"{in_udp[0]} datagrams from inside the cgroup reached blocked UDP port {u_block}",
+           "return 0 from the egress program for every UDP packet to a blocked port")
+    return (f"inside: blocked TCP {t_block} refused (EPERM) over IPv4, IPv6 and v4-mapped, "
+            f"{t_from} redirected to {t_to}, UDP {u_block} dropped (IPv4, IPv6, IP options), "
+            f"allowed ports worked; outside: all {n} went through")
 
 
 # -------------------------------------------------------------------- 9.2 --
@@ -399,13 +475,14 @@ SYSCTLS = ["kernel/hostname", "kernel/domainname"]     # per UTS namespace: safe
 def check_sandbox(program: str, attach_sandbox) -> str:
     """A forbidden device, port and sysctl (drawn at random) are denied to a
     process in the sandbox and allowed outside it; their allowed siblings
-    work on both sides."""
+    work on both sides. The port is tried over TCP (IPv4, IPv6, v4-mapped)
+    and UDP sendto() (IPv4, IPv6)."""
     lab_id = "9.3"
     rng = random.Random()
     dev_deny, dev_ok = rng.sample(DEVICES, 2)
     sys_deny, sys_ok = rng.sample(SYSCTLS, 2)
     try:
-        with ScratchCgroup("lab93") as cg, Listeners(2) as tcp, \
+        with ScratchCgroup("lab93") as cg, Listeners(2, ipv6=True) as tcp, \
                 tempfile.TemporaryDirectory(prefix="ebt-lab93-") as tmp:
             p_deny, p_ok = tcp.ports
             prog = Program(program, name="lab 9.3")
@@ -427,7 +504,9 @@ def check_sandbox(program: str, attach_sandbox) -> str:
                        ["mknod", node, dev_ok[1], dev_ok[2]],
                        ["tcp", p_deny], ["tcp", p_ok],
                        ["read_sysctl", sys_deny], ["write_sysctl", sys_deny, "ebt-sandbox"],
-                       ["read_sysctl", sys_ok], ["write_sysctl", sys_ok, "ebt-sandbox"]]
+                       ["read_sysctl", sys_ok], ["write_sysctl", sys_ok, "ebt-sandbox"],
+                       ["tcp6", p_deny], ["tcp_mapped", p_deny], ["udp", p_deny],   # 11-13
+                       ["udp6", p_deny], ["tcp6", p_ok], ["udp", p_ok]]              # 14-16
             inside = probe(cg, actions, lab_id, private_uts=True)
             outside = probe(None, actions, lab_id, private_uts=True)
             tcp.accepted()
@@ -437,11 +516,13 @@ def check_sandbox(program: str, attach_sandbox) -> str:
     names = ["open " + dev_deny[0], f"mknod char {dev_deny[1]}:{dev_deny[2]}", "open " + dev_ok[0],
              "open /dev/null", f"mknod char {dev_ok[1]}:{dev_ok[2]}", f"connect to port {p_deny}",
              f"connect to port {p_ok}", "read " + sys_deny, "write " + sys_deny, "read " + sys_ok,
-             "write " + sys_ok]
+             "write " + sys_ok, f"connect to [::1]:{p_deny}", f"connect to [::ffff:127.0.0.1]:{p_deny}",
+             f"UDP sendto 127.0.0.1:{p_deny}", f"UDP sendto [::1]:{p_deny}",
+             f"connect to [::1]:{p_ok}", f"UDP sendto 127.0.0.1:{p_ok}"]
     bad_out = [f"{n}: {v}" for n, v in zip(names, outside) if v != "ok"]
     expect(not bad_out, lab_id, "outside the sandbox, these failed: " + "; ".join(bad_out),
            "attach only to the cgroup you are given, so that the rest of the machine is untouched")
-    denied_wanted = {0, 1, 5, 7, 8}
+    denied_wanted = {0, 1, 5, 7, 8, 11, 12, 13, 14}
     too_much = [f"{n}: {v}" for i, (n, v) in enumerate(zip(names, inside))
                 if i not in denied_wanted and v != "ok"]
     expect(not too_much, lab_id, "inside the sandbox, allowed actions failed: " + "; ".join(too_much),
@@ -459,6 +540,20 @@ def check_sandbox(program: str, attach_sandbox) -> str:
            f"{p_deny} ({inside[5]})",
            "in the connect4 program look up ntohs(ctx->user_port) in deny_port and return 0 "
            "when found; attach it with hook \"connect4\"")
+    expect(inside[11] == "EPERM", lab_id, f"a process in the sandbox connected to forbidden port "
+           f"{p_deny} at ::1 ({inside[11]}): an IPv6 socket walks around connect4",
+           "attach the port rule to hook \"connect6\" as well (ctx->user_port holds the port there "
+           "too)")
+    expect(inside[12] == "EPERM", lab_id, f"an IPv6 socket in the sandbox connected to forbidden "
+           f"port {p_deny} at ::ffff:127.0.0.1 ({inside[12]})",
+           "a v4-mapped address reaches IPv4 through an IPv6 socket, and only connect6 runs: judge "
+           "every destination in connect6, v4-mapped ones included")
+    expect(inside[13] == "EPERM", lab_id, f"a UDP datagram from the sandbox to forbidden port "
+           f"{p_deny} was sent ({inside[13]}): sendto() never calls connect()",
+           "attach the port rule to hook \"sendmsg4\": it runs in sendto()/sendmsg() when the "
+           "call names a destination")
+    expect(inside[14] == "EPERM", lab_id, f"a UDP datagram from the sandbox to [::1]:{p_deny} "
+           f"was sent ({inside[14]})", "attach the port rule to hook \"sendmsg6\" as well")
     expect(inside[7] == "EPERM" or inside[8] == "EPERM", lab_id,
            f"the forbidden sysctl {sys_deny} was read and written inside the sandbox",
            "get the full name with bpf_sysctl_get_name(ctx, key.name, sizeof(key.name), 0) "
@@ -470,5 +565,6 @@ def check_sandbox(program: str, attach_sandbox) -> str:
     expect(inside[8] == "EPERM", lab_id, f"writing the forbidden sysctl {sys_deny} worked inside "
            "the sandbox (reading it was denied)",
            "deny writes too: ctx->write is 1 for a write; return 0 in both cases")
-    return (f"inside: {dev}, port {p_deny} and {sys_deny} denied (open, mknod, connect, read, "
-            f"write), their neighbours allowed; outside: all 11 actions worked")
+    return (f"inside: {dev}, port {p_deny} and {sys_deny} denied (open, mknod; TCP over IPv4, "
+            f"IPv6 and v4-mapped, UDP over IPv4 and IPv6; read, write), their neighbours "
+            f"allowed; outside: all {len(actions)} actions worked")

@@ -123,22 +123,39 @@ int xdp_ddos(struct xdp_md *ctx) {
 """
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# `struct iphdr *ip = (void *)(eth + 1);` then
-# `if ((void *)(ip + 1) > data_end) return XDP_PASS;`. Without that test
-# the verifier refuses the program ("invalid access to packet").
-# `rates.lookup_or_try_init(&src, &fresh)` returns a pointer to the entry,
-# creating it from `fresh` if needed (or NULL: then let the packet pass).
+# A rate limit needs a memory *per source*: one record for each source
+# address, holding when its current window began and how many packets it
+# sent since. A packet starts a new window if the old one is over, then
+# counts; past the limit it is dropped. One shared record would let the
+# attacker use up everybody's budget; a record that never starts a new
+# window turns a rate limit into a ban. And before reading the IP header,
+# prove to the verifier that it lies inside the packet.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API</summary>
 #
-# Key by `ip->saddr`: one record *per source*. A single shared counter lets
-# the attacker use up everybody's budget. Reset the record when
-# `now - r->window_start > WINDOW_NS`, otherwise the first flood bans the
-# source for ever. Then `r->count += 1; if (r->count > RATE_LIMIT)
-# { dropped.increment(src); return XDP_DROP; }`.
+# * `struct iphdr *ip = (void *)(eth + 1);` points at the IP header;
+#   `(void *)(ip + 1) > data_end` is the bounds test the verifier needs.
+# * `ip->saddr` is the source address (network byte order is fine for a key).
+# * `bpf_ktime_get_ns()` is the clock.
+# * `rates.lookup_or_try_init(&key, &fresh)` returns a pointer to the entry,
+#   creating it from `fresh` if needed, or NULL (then let the packet pass).
+# * `dropped.increment(key)` counts a drop; `XDP_DROP` and `XDP_PASS` are
+#   the verdicts.
+# </details>
+#
+# <details><summary>Hint 3: the code, nearly</summary>
+#
+# ```c
+# struct rate_t fresh = {.window_start = now, .count = 0};
+# struct rate_t *r = rates.lookup_or_try_init(&src, &fresh);
+# if (!r) return XDP_PASS;
+# if (now - r->window_start > WINDOW_NS) { /* new window: start and count */ }
+# r->count += 1;
+# if (r->count > RATE_LIMIT) { /* count the drop, XDP_DROP */ }
+# ```
 # </details>
 
 # %% [markdown]

@@ -26,9 +26,10 @@
 # ```
 #
 # It then makes 45 TCP connections to `VIP:VPORT`, each sending a unique
-# request. Every connection must complete; every request must be answered by
-# exactly one backend, the one that replied; each of the three backends must
-# get at least a few. A ping to the load balancer's own address must still
+# request. One connection in three carries IP options (4 bytes: its IPv4
+# header is 24 bytes long, `ihl` = 6). Every connection must complete; every
+# request must be answered by exactly one backend, the one that replied;
+# each of the three backends must get at least a few. A ping to the load balancer's own address must still
 # work. The load balancer has *no route* to the VIP: if your program lets a
 # VIP packet pass, it is dropped.
 
@@ -146,22 +147,40 @@ int xdp_lb(struct xdp_md *ctx) {
 """
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# `if (ip->daddr != VIP || ip->protocol != IPPROTO_TCP) return XDP_PASS;`
-# then `struct ports *p = (void *)ip + ip->ihl * 4;` and the bounds check
-# `if ((void *)(p + 1) > data_end) return XDP_PASS;`. Ports are in network
-# byte order: compare `p->dest` with `htons(VPORT)`.
+# Three steps. Recognise the service: IPv4, TCP, destination VIP and VPORT;
+# everything else is none of your business (`XDP_PASS`). Choose a backend
+# from what stays the same for the whole connection (addresses and ports),
+# never per packet, or the handshake breaks. Forward without touching the
+# IP header: only the Ethernet addresses change, then the frame leaves
+# through the backend's interface. The TCP header does not always start 20
+# bytes after the IP header: IP options make it longer.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API</summary>
 #
-# `u32 idx = mix(ip->saddr ^ ((u32)p->source << 16 | p->dest)) % N_BACKENDS;`
+# * `ip->daddr`, `ip->protocol`; the IP header is `ip->ihl * 4` bytes long,
+#   so the ports start at `(void *)ip + ip->ihl * 4`, and need their own
+#   bounds check against `data_end`.
+# * Ports are in network byte order: compare `p->dest` with `htons(VPORT)`.
+# * `mix(x) % N_BACKENDS` spreads a 32-bit hash over the backends;
+#   `backends.lookup(&idx)` gives the entry (NULL is impossible here: say so
+#   with `XDP_ABORTED`).
+# * `__builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN)`, and the same for
+#   `h_source`; `bpf_redirect(b->ifindex, 0)` is the verdict.
+# </details>
+#
+# <details><summary>Hint 3: the code, nearly</summary>
+#
+# ```c
+# struct ports *p = (void *)ip + ip->ihl * 4;
+# if ((void *)(p + 1) > data_end) return XDP_PASS;
+# if (p->dest != htons(VPORT)) return XDP_PASS;
+# u32 idx = mix(ip->saddr ^ ((u32)p->source << 16 | p->dest)) % N_BACKENDS;
+# ```
 # Hashing the source address alone sends every connection of one client to
-# the same backend; a random choice per *packet* breaks TCP. Then
-# `struct backend *b = backends.lookup(&idx); if (!b) return XDP_ABORTED;`,
-# two `__builtin_memcpy(..., 6)` for the MACs, and
-# `return bpf_redirect(b->ifindex, 0);`.
+# the same backend.
 # </details>
 
 # %% [markdown]

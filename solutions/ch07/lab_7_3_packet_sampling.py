@@ -134,29 +134,43 @@ def decode(head: bytes) -> dict:
 
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# `u64 *count = seen.lookup(&zero); if (!count) return XDP_PASS;` then
-# `u64 n = __sync_fetch_and_add(count, 1); if (n % SAMPLE_RATE != 0) return XDP_PASS;`.
-# Use `SAMPLE_RATE`, not a number of your own: the check picks the rate.
+# Keep a counter of packets; a packet is sampled when its number is a
+# multiple of the rate. Several CPUs may receive at once, so take a
+# number with one atomic operation that also tells you the old value. A
+# sample is a fixed-size record: the frame's length, how much of it was
+# copied, and the copy. Short frames are frames too: copy what there is,
+# up to SNAP_LEN. In Python, the ports sit after an IP header whose length
+# the header itself states.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API</summary>
+#
+# * `seen.lookup(&zero)` gives a pointer to the counter;
+#   `__sync_fetch_and_add(ptr, 1)` adds one and returns the value before.
+# * `samples.ringbuf_reserve(sizeof(struct sample))` gives a record to fill
+#   (or NULL), `samples.ringbuf_submit(s, 0)` sends it,
+#   `samples.ringbuf_discard(s, 0)` throws it away.
+# * `ctx->data_end - ctx->data` is the frame's length;
+#   `bpf_xdp_load_bytes(ctx, offset, dst, len)` copies bytes of the frame.
+# * In `decode`: `head[14] & 0x0F` is the IP header length in 32-bit words;
+#   `struct.unpack_from("!HH", head, offset)` reads two big-endian ports.
+# </details>
+#
+# <details><summary>Hint 3: the code, nearly</summary>
 #
 # ```c
+# u64 n = __sync_fetch_and_add(count, 1);
+# if (n % SAMPLE_RATE != 0) return XDP_PASS;
+# ...
 # u64 len = ctx->data_end - ctx->data;
 # u64 cap = len < SNAP_LEN ? len : SNAP_LEN;
-# s->pkt_len = len;
-# s->cap_len = cap;
-# if (cap == 0 || bpf_xdp_load_bytes(ctx, 0, s->head, cap) != 0) {
-#     samples.ringbuf_discard(s, 0);
-#     return XDP_PASS;
-# }
-# samples.ringbuf_submit(s, 0);
+# if (cap == 0 || bpf_xdp_load_bytes(ctx, 0, s->head, cap) != 0) { discard; return XDP_PASS; }
 # ```
+# Use `SAMPLE_RATE`, not a number of your own: the check picks the rate.
 # Refusing frames shorter than `SNAP_LEN` would skip every TCP SYN here (54
-# bytes). In `decode`, the ports are at `14 + ihl`, read with
-# `struct.unpack_from("!HH", head, 14 + ihl)`.
+# bytes). In `decode`, the ports are at `14 + ihl` bytes, `ihl` in bytes.
 # </details>
 
 # %% [markdown]

@@ -23,6 +23,8 @@
 #    0 times, those to p2 and to p3 all 10 times (p3 is blocked for TCP
 #    only); 0 of 3 TCP connections to p3 are established, 3 of 3 to p4;
 #    0 of 3 pings are answered; the rules' counters say 10, >= 3 and 3;
+#    then 5 datagrams each to p1 and p2 whose IPv4 header carries 4 bytes of
+#    options (24 bytes, `ihl` = 6): 0 arrive at p1, 5 at p2;
 # 2. then, while the program runs, the check deletes the ICMP rule and adds
 #    (UDP, 0): no UDP arrives any more, pings and TCP work again.
 
@@ -121,7 +123,30 @@ int tc_firewall(struct __sk_buff *skb) {
 """
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
+#
+# Build the key the map is indexed by, from the packet: the protocol from
+# the IP header and, for TCP and UDP, the destination port (the second
+# 16-bit field of both headers), converted to host order. Ask the map for
+# the exact rule first, then for the protocol-wide rule (port 0). A match
+# counts and drops; anything else, ARP included, leaves untouched. The TCP
+# or UDP header starts where the IP header ends, and the IP header says
+# how long it is: options make it longer than 20 bytes.
+# </details>
+#
+# <details><summary>Hint 2: the API</summary>
+#
+# * `ip->protocol`; `ip->ihl * 4` is the IP header's length in bytes.
+# * `bpf_skb_load_bytes(skb, offset, &var, size)` copies bytes of the
+#   packet (offset 0 is the Ethernet header) and returns < 0 past the end.
+# * `ntohs()` turns network order into host order: without it port 9000
+#   (0x2328) would be looked up as 0x2823 = 10275.
+# * `rules.lookup(&key)` gives a pointer to the rule's counter or NULL;
+#   `__sync_fetch_and_add(hits, 1)` counts atomically (several CPUs may
+#   drop at once).
+# </details>
+#
+# <details><summary>Hint 3: the code, nearly</summary>
 #
 # ```c
 # u16 dport;
@@ -129,19 +154,8 @@ int tc_firewall(struct __sk_buff *skb) {
 #     return TC_ACT_OK;
 # key.port = ntohs(dport);
 # ```
-# The destination port is the *second* 16-bit field of both TCP and UDP
-# headers (offset 2); the first is the source port. Without `ntohs()`, port
-# 9000 (0x2328) would be looked up as 0x2823 = 10275.
-# </details>
-#
-# <details><summary>Hint 2</summary>
-#
-# `u64 *hits = rules.lookup(&key);` gives NULL when there is no such rule;
-# then set `key.port = 0` and look again: that is the rule for the whole
-# protocol. On a match, `__sync_fetch_and_add(hits, 1); return TC_ACT_SHOT;`
-# (an atomic add: several CPUs may drop at once). Everything else falls
-# through to `return TC_ACT_OK;`, ARP included: drop ARP and the two sides
-# can no longer find each other at all.
+# then `hits = rules.lookup(&key)`; if NULL, `key.port = 0` and look again;
+# on a match, count and `return TC_ACT_SHOT`.
 # </details>
 
 # %% [markdown]

@@ -11,21 +11,24 @@
 #
 # **Objective.** Confine an application with three cgroup programs that
 # work together, the way container runtimes do: a **device** program that
-# keeps it away from some character devices, a **connect4** program that
-# keeps it away from some ports, and a **sysctl** program that keeps it
-# from reading or changing some kernel settings. What is forbidden is data,
-# in three maps, so the same programs serve any policy.
+# keeps it away from some character devices, `sock_addr` programs that
+# keep it away from some ports (TCP and UDP, IPv4 and IPv6), and a
+# **sysctl** program that keeps it from reading or changing some kernel
+# settings. What is forbidden is data, in three maps, so the same programs
+# serve any policy.
 #
 # **Expected observation.** The check draws a forbidden device (`/dev/zero`
 # or `/dev/full`), a forbidden port, and a forbidden sysctl
 # (`kernel/hostname` or `kernel/domainname`), fills your maps, and calls
 # your `attach_sandbox`. A process **inside** the sandbox then gets `EPERM`
-# when it opens or `mknod`s the forbidden device, connects to the forbidden
-# port, or reads or writes the forbidden sysctl, while the other device,
-# `/dev/null`, another port and the other sysctl work. A process
-# **outside** does all eleven actions without a single error. (The sysctl
-# writes happen in a private UTS namespace, so the machine's own host name
-# never changes.)
+# when it opens or `mknod`s the forbidden device; when it connects to the
+# forbidden port over TCP, at `127.0.0.1`, at `::1` or from an IPv6 socket
+# at `::ffff:127.0.0.1`; when it sends a UDP datagram to that port with
+# `sendto()`, at `127.0.0.1` or `::1`; and when it reads or writes the
+# forbidden sysctl. The other device, `/dev/null`, another port (TCP over
+# both families, UDP) and the other sysctl work. A process **outside** does
+# all seventeen actions without a single error. (The sysctl writes happen
+# in a private UTS namespace, so the machine's own host name never changes.)
 #
 # **You will use:** `struct bpf_cgroup_dev_ctx`, `struct bpf_sock_addr`,
 # `struct bpf_sysctl` with `bpf_sysctl_get_name`, and `ScratchCgroup.attach`.
@@ -47,7 +50,12 @@
 #   `bpf_sysctl_get_name(ctx, buf, size, 0)` writes the full name, such as
 #   `kernel/hostname`; with the flag `BPF_F_SYSCTL_BASE_NAME` you would get
 #   only `hostname`. `ctx->write` is 1 for a write.
-# * The **connect4** program is the one from Lab 9.1.
+# * The port rule needs four `sock_addr` hooks, because a forbidden port can
+#   be reached four ways: `connect4` (TCP or UDP `connect()` on an IPv4
+#   socket), `connect6` (an IPv6 socket, to a real IPv6 address or a
+#   v4-mapped `::ffff:a.b.c.d`), `sendmsg4` and `sendmsg6` (a UDP `sendto()`
+#   that names its destination, which never calls `connect()`). The port is
+#   in `ctx->user_port` in all four (Chapter 9, "The side doors").
 
 # %%
 import subprocess
@@ -68,7 +76,7 @@ PROGRAM = r"""
 struct dev_key { u32 major; u32 minor; };
 struct sysctl_key { char name[64]; };
 BPF_HASH(deny_dev, struct dev_key, u8);         /* character devices the app may not use */
-BPF_HASH(deny_port, u16, u8);                   /* ports it may not connect to (host order) */
+BPF_HASH(deny_port, u16, u8);                   /* ports it may not reach (host order) */
 BPF_HASH(deny_sysctl, struct sysctl_key, u8);   /* sysctls it may not read nor write */
 
 int sandbox_device(struct bpf_cgroup_dev_ctx *ctx) {
@@ -82,8 +90,8 @@ int sandbox_device(struct bpf_cgroup_dev_ctx *ctx) {
     return 1;
 }
 
-int sandbox_connect(struct bpf_sock_addr *ctx) {
-    // TODO 2: refuse (return 0) a connect to a port that is in deny_port
+static __always_inline int port_allowed(struct bpf_sock_addr *ctx) {
+    // TODO 2: refuse (return 0) a destination port that is in deny_port
     // BEGIN SOLUTION
     u16 port = ntohs(ctx->user_port);
     if (deny_port.lookup(&port))
@@ -91,6 +99,12 @@ int sandbox_connect(struct bpf_sock_addr *ctx) {
     // END SOLUTION
     return 1;
 }
+
+/* BCC loads a function for one hook only: one small function per hook */
+int sandbox_connect(struct bpf_sock_addr *ctx)  { return port_allowed(ctx); }  /* connect4 */
+int sandbox_connect6(struct bpf_sock_addr *ctx) { return port_allowed(ctx); }  /* connect6 */
+int sandbox_sendmsg(struct bpf_sock_addr *ctx)  { return port_allowed(ctx); }  /* sendmsg4 */
+int sandbox_sendmsg6(struct bpf_sock_addr *ctx) { return port_allowed(ctx); }  /* sendmsg6 */
 
 int sandbox_sysctl(struct bpf_sysctl *ctx) {
     struct sysctl_key key = {};
@@ -109,11 +123,15 @@ int sandbox_sysctl(struct bpf_sysctl *ctx) {
 
 # %% tags=["answer"]
 def attach_sandbox(prog: Program, cg: ScratchCgroup) -> None:
-    """Attach the three programs to their hooks of `cg`."""
-    # TODO 4: three calls to cg.attach(prog, "<function>", "<hook>")
+    """Attach the six functions to their hooks of `cg`."""
+    # TODO 4: six calls to cg.attach(prog, "<function>", "<hook>"); the hooks are
+    #         device, connect4, connect6, sendmsg4, sendmsg6 and sysctl
     # BEGIN SOLUTION
     cg.attach(prog, "sandbox_device", "device")
     cg.attach(prog, "sandbox_connect", "connect4")
+    cg.attach(prog, "sandbox_connect6", "connect6")
+    cg.attach(prog, "sandbox_sendmsg", "sendmsg4")
+    cg.attach(prog, "sandbox_sendmsg6", "sendmsg6")
     cg.attach(prog, "sandbox_sysctl", "sysctl")
     # END SOLUTION
 
@@ -137,8 +155,11 @@ def attach_sandbox(prog: Program, cg: ScratchCgroup) -> None:
 #
 # <details><summary>Hint 3</summary>
 #
-# The hooks are `"device"`, `"connect4"` and `"sysctl"`. The connect program
-# must convert the port: `ntohs(ctx->user_port)`.
+# The hooks are `"device"`, `"connect4"`, `"connect6"`, `"sendmsg4"`,
+# `"sendmsg6"` and `"sysctl"`. The port rule must convert the port:
+# `ntohs(ctx->user_port)`. Leave out `connect6` and an IPv6 socket walks
+# around the rule, even to an IPv4 address (`::ffff:127.0.0.1`); leave out
+# `sendmsg4` and a UDP `sendto()` does.
 # </details>
 
 # %% [markdown]

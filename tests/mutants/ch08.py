@@ -29,7 +29,9 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
         ("counts the match but lets the packet go",
          "        __sync_fetch_and_add(hits, 1);\n        return TC_ACT_SHOT;",
          "        __sync_fetch_and_add(hits, 1);\n        return TC_ACT_OK;"),
-        ("assumes a 20-byte IP header and reads the port from the IP header's end",
+        ("assumes a 20-byte IP header: the port read at a fixed offset",
+         "sizeof(*eth) + ip->ihl * 4 + 2, &dport", "sizeof(*eth) + sizeof(*ip) + 2, &dport"),
+        ("adds ihl (words) instead of ihl * 4 (bytes) to find the port",
          "sizeof(*eth) + ip->ihl * 4 + 2, &dport", "sizeof(*eth) + ip->ihl + 2, &dport"),
     ],
     "8.3": [

@@ -10,13 +10,29 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "if (blocked_ports.lookup(&port))\n        return 0;\n    u16 *new_port",
          "if (!blocked_ports.lookup(&port))\n        return 0;\n    u16 *new_port"),
         ("egress drops everything that is not UDP (TCP too)",
-         "proto != IPPROTO_UDP)\n        return 1;", "proto != IPPROTO_UDP)\n        return 0;"),
+         "if (proto != IPPROTO_UDP)\n        return 1;", "if (proto != IPPROTO_UDP)\n        return 0;"),
         ("egress reads the UDP source port",
-         "(ver_ihl & 0xF) * 4 + 2, &dport", "(ver_ihl & 0xF) * 4, &dport"),
+         "l4 + 2, &dport", "l4, &dport"),
         ("egress program attached to the ingress hook",
          'cg.attach(prog, "policy_egress", "egress")', 'cg.attach(prog, "policy_egress", "ingress")'),
         ("connect program attached to bind4 instead of connect4",
          'cg.attach(prog, "policy_connect", "connect4")', 'cg.attach(prog, "policy_connect", "bind4")'),
+        ("IPv4 only: no connect6 program, IPv6 and v4-mapped connects walk around",
+         '    cg.attach(prog, "policy_connect6", "connect6")\n', "\n"),
+        ("connect6 leaves v4-mapped addresses to connect4 (which never runs for them)",
+         "int policy_connect6(struct bpf_sock_addr *ctx) { return judge_connect(ctx); }",
+         "int policy_connect6(struct bpf_sock_addr *ctx) {\n"
+         "    if (ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 && ctx->user_ip6[2] == htonl(0xffff))\n"
+         "        return 1;                  /* IPv4 in disguise: connect4's business */\n"
+         "    return judge_connect(ctx);\n}"),
+        ("egress judges IPv4 only: UDP over IPv6 passes",
+         "    } else if (first >> 4 == 6) {\n        if (bpf_skb_load_bytes(skb, 6, &proto, 1) < 0)\n"
+         "            return 1;\n        l4 = 40;\n    } else {",
+         "    } else {"),
+        ("egress assumes a 20-byte IPv4 header (no options)",
+         "l4 = (first & 0xF) * 4;", "l4 = 20;"),
+        ("egress reads the IPv6 protocol at the IPv4 offset (byte 9)",
+         "bpf_skb_load_bytes(skb, 6, &proto, 1)", "bpf_skb_load_bytes(skb, 9, &proto, 1)"),
     ],
     "9.2": [
         ("skb programs keyed by the CPU's current cgroup, not the socket's",
@@ -49,6 +65,22 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "u16 port = ntohs(ctx->user_port);", "u16 port = ctx->user_port;"),
         ("connect program attached to bind4",
          'cg.attach(prog, "sandbox_connect", "connect4")', 'cg.attach(prog, "sandbox_connect", "bind4")'),
+        ("port rule on connect4 only: IPv6, v4-mapped and UDP sendto() walk around",
+         '    cg.attach(prog, "sandbox_connect6", "connect6")\n'
+         '    cg.attach(prog, "sandbox_sendmsg", "sendmsg4")\n'
+         '    cg.attach(prog, "sandbox_sendmsg6", "sendmsg6")\n', "\n"),
+        ("no connect6: an IPv6 socket connects, even to ::ffff:127.0.0.1",
+         '    cg.attach(prog, "sandbox_connect6", "connect6")\n', "\n"),
+        ("no sendmsg4: a UDP sendto() to the port gets out",
+         '    cg.attach(prog, "sandbox_sendmsg", "sendmsg4")\n', "\n"),
+        ("no sendmsg6: a UDP sendto() to [::1]:port gets out",
+         '    cg.attach(prog, "sandbox_sendmsg6", "sendmsg6")\n', "\n"),
+        ("connect6 judges real IPv6 only, not v4-mapped addresses",
+         "int sandbox_connect6(struct bpf_sock_addr *ctx) { return port_allowed(ctx); }",
+         "int sandbox_connect6(struct bpf_sock_addr *ctx) {\n"
+         "    if (ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 && ctx->user_ip6[2] == htonl(0xffff))\n"
+         "        return 1;                  /* IPv4 in disguise: connect4's business */\n"
+         "    return port_allowed(ctx);\n}"),
         ("sysctl program never attached",
          '    cg.attach(prog, "sandbox_sysctl", "sysctl")\n', "\n"),
     ],
