@@ -37,7 +37,7 @@ def test_features_agree_with_the_kernel_build(report):
 def test_headers_are_verified_against_btf(report):
     item = report.get("kernel headers")
     assert item.status == OK, item.detail
-    assert "layouts match BTF" in item.detail
+    assert "structs match BTF" in item.detail
 
 
 def test_capabilities_parse_a_status_file(tmp_path):
