@@ -34,9 +34,19 @@
 # driver wraps it in a socket buffer (`struct sk_buff`, a few hundred bytes of
 # metadata), then come the TC hooks, netfilter, routing, and at last a
 # socket. **XDP** (eXpress Data Path) hooks in *before* all of that, in the
-# driver's receive loop, on the raw bytes of the frame. Whatever the program
-# decides costs almost nothing more, and a dropped packet never cost an
-# allocation.
+# driver's receive loop, on the raw bytes of the frame. On a network card
+# with native XDP support, whatever the program decides costs almost
+# nothing more, and a dropped packet never cost an `sk_buff` allocation.
+#
+# Virtual interfaces bend that rule, and this chapter's labs use them. A
+# veth runs native XDP on what arrives from its peer, and how it arrives
+# depends on who sent it. A frame that the peer's network stack sent is
+# already an `sk_buff`: the veth driver (`veth_xdp_rcv_skb()` in
+# `drivers/net/veth.c`) points the XDP context at that buffer's bytes, and
+# if the verdict is `XDP_DROP` it frees an allocation that was already made.
+# A frame that another XDP program redirected into the veth
+# (`XDP_REDIRECT`) arrives as a bare `xdp_frame`, and no `sk_buff` is made
+# unless the program passes it.
 #
 # ```mermaid
 # flowchart LR
@@ -58,7 +68,8 @@
 # | `XDP_REDIRECT` | 4 | sent out of another interface (or to another CPU, or a socket) |
 #
 # *Native* XDP runs in the driver and needs driver support (most 10G+ NICs,
-# and veth). *Generic* XDP runs a little later, once the `sk_buff` exists;
+# and veth, with the caveat above). *Generic* XDP runs a little later, once
+# the `sk_buff` exists;
 # it works on any interface and is much slower, but it runs the same programs.
 
 # %%
@@ -476,9 +487,13 @@ print(pd.DataFrame(rows).to_string(index=False))
 
 # %% [markdown]
 # 10 requests and 10 replies: 20 packets crossed the router either way.
-# With the program attached, the kernel's IP layer forwarded none of them:
+# With the program attached, the router's IP layer forwarded none of them:
 # each frame went from one veth's receive path to the other's transmit path
-# without an `sk_buff`, a routing decision in the stack, or netfilter.
+# with no routing decision in the stack and no netfilter. It was not free of
+# `sk_buff`s, though: the hosts' stacks sent these pings, so each one
+# reached the router's veth already in an `sk_buff` (section 7.1). On a
+# network card with native XDP the same program would have handled bare
+# frames.
 # Lab 7.2 uses the same moves (rewrite the MACs, redirect) to build a load
 # balancer.
 
@@ -568,7 +583,10 @@ plt.tight_layout()
 # * The order holds everywhere: native XDP drops faster than generic XDP,
 #   and both beat letting the stack discard the packet (by how much on this
 #   run: the table above; it moves with the machine and its load). The
-#   cheapest packet is the one dropped before an `sk_buff` exists.
+#   flood's frames come from an XDP generator (`XDP_REDIRECT`), so they
+#   reach `veth-b` as bare frames: native XDP drops them before any
+#   `sk_buff` exists, generic XDP only after one was built. The cheapest
+#   packet is the one dropped before an `sk_buff` exists.
 #
 # To check the brochure's figure you need a NIC with native XDP, a traffic
 # generator on another machine, and one receive queue per core.
@@ -576,8 +594,10 @@ plt.tight_layout()
 # %% [markdown]
 # ## Recap
 #
-# * XDP runs in the driver on raw frames, before any `sk_buff`; it returns a
-#   verdict: `ABORTED`, `DROP`, `PASS`, `TX` or `REDIRECT`.
+# * XDP runs in the driver on raw frames, before the driver builds an
+#   `sk_buff` (on a veth, frames the peer's stack sent arrive already in
+#   one); it returns a verdict: `ABORTED`, `DROP`, `PASS`, `TX` or
+#   `REDIRECT`.
 # * `ctx->data` and `ctx->data_end` bound the frame; the verifier accepts a
 #   read only after a comparison with `data_end` covers it.
 # * Rewriting a frame means keeping its checksums right; an incremental
@@ -597,6 +617,28 @@ plt.tight_layout()
 #    a veth. Name two reasons this chapter showed.
 # 4. Which verdict would you return for a packet your parser considers
 #    impossible, and how would you notice it in production?
+#
+# <details><summary>Answers (try first, then click to open)</summary>
+#
+# 1. The verifier knows only what a comparison with `data_end` proved: after
+#    `eth + 1 <= data_end`, the first 14 bytes. `ip->protocol` is byte 23 of
+#    the frame, and a 14-byte frame is legal on the wire, so the read could
+#    run past the packet. Check `(void *)(ip + 1) > data_end` first
+#    (section 7.4 shows the refusal).
+# 2. The checksum is a ones'-complement *sum* of the header's 16-bit words,
+#    and a sum does not depend on the order of its terms. Swapping the two
+#    addresses moves four words around without changing any of them.
+# 3. Section 7.7: a veth delivers redirected (and `XDP_TX`) frames only to a
+#    peer that runs an XDP program itself or has GRO on; and locally sent
+#    TCP/UDP packets carry only a partial checksum (TX offload), which a
+#    frame loses when native XDP redirects it, so it arrives with a wrong
+#    sum. Generic mode works on the `sk_buff` and avoids both.
+# 4. `XDP_ABORTED`: it drops the packet like `XDP_DROP`, and also fires the
+#    tracepoint `xdp:xdp_exception` (with the interface and the program), so
+#    a counter on that tracepoint (section 7.5, `perf`, `bpftrace`) tells you
+#    when the "impossible" happens.
+#
+# </details>
 #
 # ## Labs
 #

@@ -166,7 +166,7 @@ for (direction, proto), n in sorted(seen.items()):
 # | `ifindex`, `ingress_ifindex` | the interface now, the one it came in on | |
 # | `mark` | a 32-bit tag shared with netfilter and routing rules | yes |
 # | `priority` | picks the class in `htb` (and the band in `prio`) | yes |
-# | `tc_classid` | the class, for classifiers not in direct-action mode | yes |
+# | `tc_classid` | in direct-action mode, the class the program picks: `cls_bpf` hands it to a classful qdisc (`htb`) as the filter's result | yes |
 # | `tstamp` | receive time, or on egress the *earliest departure time* | yes |
 # | `cb[5]` | 20 bytes of scratch space passed between programs | yes |
 # | `sk` | the socket the packet belongs to, if any | |
@@ -424,7 +424,12 @@ plt.tight_layout()
 #
 # The program below stamps every UDP packet to port 7000 with now + 30 ms.
 # First, on a crafted packet, no network involved (`BPF_PROG_TEST_RUN`,
-# Chapter 14), the stamp is really written:
+# Chapter 14), the stamp is really written. The program's `now` is a moment
+# somewhere inside the test-run call, which also spends time in Python and
+# in the system call around the run; so the cell does not subtract a clock
+# read before the call (that would add the call's own duration to the 30
+# ms). It checks that the stamp minus 30 ms falls between the clock reads
+# just before and just after the call:
 
 # %%
 EDT = r"""
@@ -451,11 +456,15 @@ int tc_edt(struct __sk_buff *skb) {
     return TC_ACT_OK;
 }
 """
+probe = packets.udp_packet(7000, payload=b"probe")
 with Program(EDT) as prog:
-    tc.load(prog, "tc_edt")                  # load (and verify) first: not part of the timing
+    tc.load(prog, "tc_edt")                  # load (and verify) first: not part of the call
     before = time.monotonic_ns()
-    run = tc.test_run(prog, "tc_edt", packets.udp_packet(7000, payload=b"probe"))
-print(f"verdict {run.action}; departure time = now + {(run.tstamp - before) / 1e6:.0f} ms")
+    run = tc.test_run(prog, "tc_edt", probe)
+    after = time.monotonic_ns()
+ran_at = run.tstamp - 30_000_000             # the program's `now`, if it added 30 ms
+print(f"verdict {run.action}; departure time - 30 ms falls inside the call: "
+      f"{before <= ran_at <= after}")
 
 # %% [markdown]
 # Now on the wire: 100 UDP echo probes each to port 7000 (stamped) and 7001
@@ -692,6 +701,34 @@ pd.DataFrame({mode: {"MB/s": TOTAL / r["seconds"] / 1e6, "bytes on lo": r["loopb
 #    rate?
 # 5. A program writes `skb->tstamp = now + 10 ms` on a kernel with no `fq`.
 #    What happens to the packet?
+#
+# <details><summary>Answers (try first, then click to open)</summary>
+#
+# 1. On egress a locally sent packet still points to the socket that sent
+#    it (`skb->sk`), and `bpf_get_socket_uid()` reads that socket's owner.
+#    XDP runs on receive, in the driver, before the stack has looked up a
+#    socket (and before an `sk_buff` exists on a real NIC): there is no
+#    socket to ask.
+# 2. A UDP packet that this machine sends over a veth is usually
+#    `CHECKSUM_PARTIAL`: its checksum is completed later over the bytes as
+#    they are then (ports included), and a veth receiver trusts it without
+#    checking. A packet that arrived from a network (ingress, or one being
+#    forwarded) carries a complete checksum; rewrite its port without
+#    `bpf_l4_csum_replace` and the receiver drops it. The helper handles
+#    both cases, so always call it.
+# 3. `TC_ACT_SHOT` drops the packet. `TC_ACT_UNSPEC` (-1) has no opinion:
+#    the next filter on the hook decides, and if none does, the packet goes
+#    on as with `TC_ACT_OK`.
+# 4. A policer drops what exceeds the rate; TCP reads each loss as
+#    congestion, halves its window and retransmits, so its throughput saws
+#    well below the rate, with retransmission timeouts on bursts of loss. A
+#    shaper queues the excess: TCP sees a longer round trip and settles at
+#    the rate without losses (until the queue overflows).
+# 5. Nothing: the stamp is written and ignored. No qdisc on the path reads
+#    `skb->tstamp` (`tbf` and `htb` do not), so the packet leaves as soon as
+#    it would have anyway, as the histograms of section 8.6 show.
+#
+# </details>
 #
 # ## Labs
 #
