@@ -50,6 +50,7 @@
 import mmap
 import os
 import re
+import signal
 import socket
 import subprocess
 import tempfile
@@ -60,7 +61,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from bcc.syscall import syscall_name
 
-from ebpf_tutor import Program, log2_hist_df, overhead, plot_log2_hist
+import numpy as np
+
+from ebpf_tutor import Program, features, headers, log2_hist_df, overhead, plot_log2_hist
+from ebpf_tutor.data import slot_range
 
 EVENTS = Path("/sys/kernel/tracing/events")
 
@@ -142,6 +146,57 @@ with tempfile.TemporaryDirectory(prefix="ch06-") as tmp:
 print(f"{fresh.name}: exec'd {counts.get(str(fresh), 0)} times")
 
 # %% [markdown]
+# ### The stock tools beside ours
+#
+# Several programs of this chapter are small versions of classic tools that
+# Debian ships in `bpfcc-tools`: `execsnoop-bpfcc`, `syscount-bpfcc`,
+# `runqlat-bpfcc`, `biolatency-bpfcc`. Where this chapter rebuilds one, we
+# run the real tool on the same workload and compare. They compile with the
+# kernel headers, like our programs: `headers.activate` points them at the
+# tree the course checked against BTF. Each is started, given time to
+# attach (it prints `Tracing...` once it has), and stopped with Ctrl-C
+# (`SIGINT`), after which it prints its summary.
+
+# %%
+headers.activate(headers.ensure(prepare=False))
+
+
+def start_tool(*argv: str) -> subprocess.Popen:
+    """Run a bpfcc tool; return once it says it is tracing."""
+    tool = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in tool.stdout:
+        if line.startswith("Tracing") or line.startswith("PCOMM"):
+            return tool
+    raise RuntimeError(f"{argv[0]} stopped before tracing (exit code {tool.wait()})")
+
+
+def stop_tool(tool: subprocess.Popen) -> str:
+    """Ctrl-C, then everything it printed."""
+    tool.send_signal(signal.SIGINT)
+    return tool.communicate(timeout=60)[0]
+
+# %% [markdown]
+# `execsnoop-bpfcc` is the classic exec tracer. BCC 0.26's version attaches
+# a kprobe to the `execve` system call's kernel function, so it runs only
+# where kprobes do:
+
+# %% tags=["needs-kprobes"]
+if features.available("kprobes"):
+    with tempfile.TemporaryDirectory(prefix="ch06-") as tmp:
+        fresh = Path(tmp) / "ch06-hello"
+        fresh.write_bytes(Path("/bin/true").read_bytes())
+        fresh.chmod(0o755)
+        tool = start_tool("execsnoop-bpfcc")
+        for _ in range(2):
+            subprocess.run([str(fresh)], check=True)
+        time.sleep(0.5)
+        lines = stop_tool(tool).splitlines()
+    print(f"execsnoop-bpfcc: {sum(fresh.name in line for line in lines)} execs of {fresh.name}")
+else:
+    print("execsnoop-bpfcc needs kprobes, which this kernel lacks: not run")
+
+# %% [markdown]
 # ## 6.3 System calls: `syscalls:*` and `raw_syscalls:*`
 #
 # Two families cover system calls:
@@ -192,6 +247,21 @@ with Program(RAW_SYSCALLS.replace("TARGET_PID", str(child.pid))) as prog:
     by_nr = {k.value: v.value for k, v in prog["calls"].items()}
 calls = pd.Series({syscall_name(nr).decode(): n for nr, n in by_nr.items()}).sort_values()
 print(f"getppid: {calls['getppid']} calls")
+
+# %% [markdown]
+# `syscount-bpfcc` counts system calls the same way, from
+# `raw_syscalls:sys_enter`/`sys_exit`; `-p` keeps one process. On a fresh
+# child with the same work:
+
+# %%
+child = Child(some_syscalls)
+tool = start_tool("syscount-bpfcc", "-p", str(child.pid))
+child.go()
+time.sleep(0.3)
+report = stop_tool(tool)
+stock = {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", report, flags=re.M)}
+print(f"syscount-bpfcc: getppid {stock.get('getppid')} calls, newfstatat "
+      f"{stock.get('newfstatat')}; ours: {calls['getppid']} and {calls.get('newfstatat')}")
 
 # %% [markdown]
 # The rest depends on how Python, glibc and `fork`/`exec` of `true` work on
@@ -307,9 +377,12 @@ plt.tight_layout()
 # * `syscalls:sys_enter_getppid` is not the cheap option it looks like. The
 #   per-call events are built on the same `sys_enter` hook: once any of them
 #   is enabled, every system call of every task takes the tracing path, and
-#   for the selected call the kernel copies all six arguments into a record
-#   before the program runs. Its advantage is elsewhere: the program itself,
-#   and its map updates, run only for the calls you asked for.
+#   for the selected call the kernel copies the call's arguments into a
+#   record before the program runs: as many as that call takes (its
+#   `nb_args`: none for `getppid`, four for `openat`; the `format` file lists
+#   them), where `raw_syscalls:sys_enter` always copies six. Its advantage
+#   is elsewhere: the program itself, and its map updates, run only for the
+#   calls you asked for.
 #
 # Chapter 12 measures programs with the kernel's own statistics
 # (`bpf_stats`), without a stopwatch around a Python loop.
@@ -399,6 +472,83 @@ pd.Series(rows, name="context switches").sort_values(ascending=False)
 # kernel thread going back to sleep, `Z`/`X` tasks exiting. A run-queue
 # latency tool must treat `R` and `R+` alike, as "back in the queue at
 # once": Lab 6.2 does exactly that.
+#
+# Lab 6.2 rebuilds `runqlat`. Here is the stock `runqlat-bpfcc` (raw
+# tracepoints on `sched_wakeup`, `sched_wakeup_new` and `sched_switch`) on
+# the same kind of workload: four processes spinning on one CPU for a
+# second, the tool watching one of them (`-p`). The scheduler keeps its own
+# count of how many times it ran each task (`/proc/<pid>/schedstat`, third
+# number), and each run after the spinners were let go followed a wait in
+# the run queue. So the spinners first wait on a pipe to start, and block
+# on another when done, to be counted before they exit.
+
+# %%
+def spinners(n: int, seconds: float):
+    """n processes that will spin on one CPU for `seconds`. Returns their pids
+    and go(), which lets them spin, waits until all are done (each then
+    blocks on a pipe) and returns a function that releases them."""
+    start_r, start_w = os.pipe()
+    end_r, end_w = os.pipe()
+    done_r, done_w = os.pipe()
+    cpu = min(os.sched_getaffinity(0))
+    pids = []
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            os.sched_setaffinity(0, {cpu})
+            os.read(start_r, 1)
+            stop = time.monotonic() + seconds
+            while time.monotonic() < stop:
+                pass
+            os.write(done_w, b"d")
+            os.read(end_r, 1)
+            os._exit(0)
+        pids.append(pid)
+
+    def go():
+        os.write(start_w, b"x" * n)
+        for _ in range(n):
+            os.read(done_r, 1)
+        time.sleep(0.05)                              # until each sleeps on the pipe
+
+        def release():
+            os.write(end_w, b"x" * n)
+            for pid in pids:
+                os.waitpid(pid, 0)
+            for fd in (start_r, start_w, end_r, end_w, done_r, done_w):
+                os.close(fd)
+        return release
+    return pids, go
+
+
+def runs(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[2])
+
+
+pids, go = spinners(4, 1.0)
+time.sleep(0.05)                                      # all blocked on the start pipe
+before = runs(pids[0])
+tool = start_tool("runqlat-bpfcc", "-p", str(pids[0]))
+release = go()
+ran = runs(pids[0]) - before
+report = stop_tool(tool)
+release()
+waits = sum(int(c) for c in re.findall(r"->\s*\d+\s*:\s*(\d+)", report))
+print(f"runqlat-bpfcc counted as many waits as the scheduler ran the spinner "
+      f"(within 10%): {abs(waits - ran) <= 0.1 * ran}")
+
+# %% tags=["nbval-ignore-output"]
+print(f"scheduler: {ran} runs; runqlat-bpfcc: {waits} waits")
+print(report)
+
+# %% [markdown]
+# One trap when reading the stock tool: with `-P` (one histogram per
+# process) machine-wide, `runqlat-bpfcc` keys its histogram by
+# `{pid, bucket}` in a `BPF_HISTOGRAM(dist, pid_key_t)`, and BCC gives such a
+# histogram **64 entries** unless told otherwise (`BPF_HISTOGRAM(name,
+# key_type=int, size=64)` in BCC's `helpers.h`). On a busy machine the
+# entries run out, and the waits of every process that comes later are
+# silently not counted. Lab 6.2's starter declares 16384.
 
 # %% [markdown]
 # ## 6.6 The network stack
@@ -569,7 +719,127 @@ print(f"{hist['count'].sum()} requests")
 plot_log2_hist(hist, unit="us", title="block requests, issue to completion");
 
 # %% [markdown]
-# ## 6.8 BTF-typed tracepoints
+# The stock `biolatency-bpfcc` measures the same, but BCC 0.26's version
+# attaches kprobes, to `blk_mq_start_request` (or `blk_account_io_start`
+# with `-Q`) and `blk_account_io_done`, so it runs only where kprobes do:
+
+# %% tags=["needs-kprobes", "nbval-ignore-output"]
+if features.available("kprobes"):
+    tool = start_tool("biolatency-bpfcc")
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        path = Path(tmp) / "data"
+        path.write_bytes(os.urandom(4 << 20))
+        os.sync()
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, 64 << 10)
+        while os.readv(fd, [buf]):
+            pass
+        os.close(fd)
+    print(stop_tool(tool))
+else:
+    print("biolatency-bpfcc needs kprobes, which this kernel lacks: not run")
+
+# %% [markdown]
+# ## 6.8 Latency over time: a heatmap
+#
+# A histogram adds up a whole run. When the latency *changes* during the
+# run, the histogram shows several humps and hides when each happened. A
+# **latency heatmap** keeps time too: one column per time window, one row
+# per log2 bucket, the colour saying how many events fell there. In the
+# kernel that is just a histogram with a two-part key, `{window, bucket}`.
+#
+# A child sleeps with `clock_nanosleep` in four phases of 300 ms each,
+# asking for 50 µs, 200 µs, 1 ms and then 5 ms per sleep; the program times
+# each call from `sys_enter` to `sys_exit`, and files it in a window of
+# 100 ms counted from the end of the first sleep.
+
+# %%
+HEATMAP = r"""
+struct cell_t { u32 window; u32 slot; };
+BPF_HASH(start, u32, u64);
+BPF_HASH(cells, struct cell_t, u64);
+BPF_ARRAY(first, u64, 1);                 // when the first sleep ended: time 0
+
+TRACEPOINT_PROBE(syscalls, sys_enter_clock_nanosleep) {
+    u64 id = bpf_get_current_pid_tgid();
+    if (id >> 32 != TARGET_PID)
+        return 0;
+    u32 tid = id;
+    u64 ts = bpf_ktime_get_ns();
+    start.update(&tid, &ts);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_clock_nanosleep) {
+    u32 tid = bpf_get_current_pid_tgid();
+    u64 *ts = start.lookup(&tid);
+    if (!ts)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    int zero = 0;
+    u64 *t0 = first.lookup(&zero);
+    if (!t0)
+        return 0;
+    if (*t0 == 0)
+        *t0 = now;
+    struct cell_t cell = {.window = (now - *t0) / 100000000,   // 100 ms windows
+                          .slot = bpf_log2l((now - *ts) / 1000)};
+    cells.increment(cell);
+    start.delete(&tid);
+    return 0;
+}
+"""
+PHASES = [50e-6, 200e-6, 1e-3, 5e-3]       # seconds asked per sleep, 300 ms each
+
+
+def sleep_in_phases():
+    for asked in PHASES:
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            time.sleep(asked)
+
+
+child = Child(sleep_in_phases)
+with Program(HEATMAP.replace("TARGET_PID", str(child.pid))) as prog:
+    child.go()
+    cells = pd.DataFrame([(k.window, k.slot, v.value) for k, v in prog["cells"].items()],
+                         columns=["window", "slot", "count"])
+grid = cells.pivot_table(index="slot", columns="window", values="count", aggfunc="sum",
+                         fill_value=0)
+
+# %% tags=["nbval-ignore-output"]
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.imshow(np.log10(grid.values + 1), origin="lower", aspect="auto", cmap="viridis",
+          extent=(0, grid.shape[1] * 100, -0.5, len(grid.index) - 0.5))
+ax.set_yticks(range(len(grid.index)),
+              [f"{slot_range(s)[0]}–{slot_range(s)[1]} µs" for s in grid.index], fontsize=8)
+ax.set_xlabel("time since the first sleep ended (ms)")
+ax.set_title("clock_nanosleep latency, log2 buckets (colour: log10 of count)")
+plt.tight_layout()
+
+# %% [markdown]
+# Four bands, one after another, each higher than the last: what a single
+# histogram would have shown as four humps of unknown order. Each sleep
+# lasts a little longer than asked (timer slack, 50 µs by default for a
+# normal task, and the wakeup itself), so a band can sit one bucket above
+# the request. The same two-part key works for any latency in this
+# chapter: run-queue waits (Lab 6.2) or disk requests (Lab 6.3) over time.
+
+# %%
+def median_slot(rows: pd.DataFrame) -> float:
+    """The bucket of the median sleep in a set of heatmap cells."""
+    rows = rows.sort_values("slot")
+    half = rows["count"].sum() / 2
+    return rows.loc[rows["count"].cumsum() >= half, "slot"].iloc[0]
+
+
+phase_of = cells["window"] // 3                     # 3 windows of 100 ms per phase
+medians = [median_slot(cells[phase_of == i]) for i in range(len(PHASES))]
+print("each phase's median sleep is in a higher bucket than the one before:",
+      all(a < b for a, b in zip(medians, medians[1:])))
+
+# %% [markdown]
+# ## 6.9 BTF-typed tracepoints
 #
 # Since 5.5 there is a third kind, `tp_btf`: a raw tracepoint whose
 # arguments are typed from BTF, so a program can read `prev->pid` straight
@@ -591,6 +861,11 @@ plot_log2_hist(hist, unit="us", title="block requests, issue to completion");
 # * Pairs of events make latencies: wakeup to switch-in is scheduling delay,
 #   issue to completion is device time. Key the start by what identifies the
 #   object (thread id, `{dev, sector}`), and delete it when used.
+# * A heatmap is a histogram keyed by `{time window, bucket}`: it shows how
+#   a latency changes over a run.
+# * The stock tools (`syscount-bpfcc`, `runqlat-bpfcc`...) do the same with
+#   the same tracepoints; BCC 0.26's `execsnoop` and `biolatency` use
+#   kprobes instead.
 #
 # **Questions to test yourself**
 #
@@ -603,6 +878,35 @@ plot_log2_hist(hist, unit="us", title="block requests, issue to completion");
 # 4. Why does counting on `raw_syscalls:sys_enter` slow down *every*
 #    process, and what would you attach to instead to watch only `openat`?
 # 5. Why key block requests by `{dev, sector}` and not by sector alone?
+#
+# <details><summary>Answers (click to open)</summary>
+#
+# 1. BCC builds the `args` struct when it compiles the program, from the
+#    `format` file of the kernel it runs on: `args->filename` is read at
+#    the offset this kernel declares, wherever that is. (A program compiled
+#    once for many kernels needs the same service from CO-RE, Chapter 10.)
+# 2. A pointer to the `struct pt_regs` of the task, the user registers
+#    saved at the system call's entry (`ctx->args[1]` is the number). To
+#    get an argument you must know which register carries it on this
+#    architecture (on x86_64: `di`, `si`, `dx`, `r10`, `r8`, `r9`), and copy
+#    it with `bpf_probe_read_kernel`, since `regs` is a kernel pointer the
+#    program may not dereference; the classic tracepoint hands you the
+#    arguments named and typed instead.
+# 3. `0x100` is `TASK_REPORT_MAX`, printed `R+`: the task was preempted
+#    while it ran kernel code. It did not choose to sleep: it is still
+#    runnable, back in the run queue at once, and waits there for a CPU.
+# 4. Attaching to any system call tracepoint makes every system call of
+#    every task take the tracing path, and a `raw_syscalls` program then
+#    runs for each of them. To watch only `openat`, attach to
+#    `syscalls:sys_enter_openat`: every call still takes the tracing path,
+#    but the program runs (and copies a record) only for `openat` (6.4
+#    measured what each costs).
+# 5. A sector number is a position on one device: two disks can both be
+#    busy at sector 1000 at the same moment. Keyed by sector alone, the
+#    second issue overwrites the first one's start time, and one of the
+#    two completions finds none (Lab 6.3's check makes exactly that happen
+#    with two loop devices).
+# </details>
 #
 # ## Labs
 #
