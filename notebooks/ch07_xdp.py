@@ -74,10 +74,14 @@
 
 # %%
 import ctypes as ct
+import json
 import re
 import socket
 import struct
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -300,6 +304,91 @@ with sandbox() as lab, Program(COUNT) as count:
 # `sk_buff`. It exists so that XDP programs can be developed and run on any
 # interface; for speed you want native mode. We measure the difference in
 # section 7.9.
+
+# %% [markdown]
+# ### The same with the standard tools
+#
+# `xdp.attach` is a thin guard around one netlink request. Outside this
+# course you would compile the program into an object file with clang
+# (libbpf's conventions: a `SEC("xdp")` function and maps in `.maps`) and
+# let `ip` load and attach it; `bpftool` then shows what runs where. The
+# cells below do exactly that, on the sandbox's `veth-b` (`ip -n <netns>`
+# runs `ip` inside the sandbox's namespace; on your own machine you would
+# name your own interface and leave `-n` out).
+
+# %%
+XDP_COUNT_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} frames SEC(".maps");
+
+SEC("xdp")
+int xdp_count(struct xdp_md *ctx)
+{
+    __u32 zero = 0;
+    __u64 *n = bpf_map_lookup_elem(&frames, &zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+workdir = Path(tempfile.mkdtemp(prefix="ebt-ch07-"))
+(workdir / "xdp_count.bpf.c").write_text(XDP_COUNT_C)
+
+
+def shell(cmd: str, **shown_as: str) -> str:
+    """Run one shell command in workdir; print it with the sandbox's names
+    replaced by <placeholders>, and return its output."""
+    shown = cmd
+    for placeholder, real in shown_as.items():
+        shown = shown.replace(real, f"<{placeholder}>")
+    print("$", shown)
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=workdir)
+    if r.returncode:
+        print(r.stdout + r.stderr)
+    return r.stdout
+
+
+shell("clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu "
+      "-c xdp_count.bpf.c -o xdp_count.bpf.o")
+obj = (workdir / "xdp_count.bpf.o").read_bytes()
+print("an ELF object for the BPF machine (EM_BPF = 247):",
+      obj[:4] == b"\x7fELF" and struct.unpack_from("<H", obj, 18)[0] == 247)
+
+# %%
+with sandbox() as lab:
+    ns, dev = lab.ns["b"], lab.ifname["b"]
+    shell(f"ip -n {ns} link set dev {dev} xdpdrv obj xdp_count.bpf.o sec xdp", netns=ns)
+    link = shell(f"ip -n {ns} link show dev {dev}", netns=ns)
+    print("  ", re.sub(r" tag \w+", "", re.search(r"prog/xdp.*", link).group(0)).strip())
+    shown = shell(f"ip netns exec {ns} bpftool net show dev {dev}", netns=ns)
+    print("  ", re.sub(r"\(\d+\)", "(<ifindex>)", re.search(r"veth-b.*", shown).group(0)))
+    net.ping(lab, "a", lab.ip_b, count=4)
+    prog_id = json.loads(shell(f"ip netns exec {ns} bpftool -j net show dev {dev}",
+                               netns=ns))[0]["xdp"][0]["id"]
+    map_id = json.loads(shell(f"bpftool -j prog show id {prog_id}",
+                              **{"prog id": str(prog_id)}))["map_ids"][0]
+    dump = json.loads(shell(f"bpftool -j map dump id {map_id}", **{"map id": str(map_id)}))
+    print("   frames[0] =", dump[0]["formatted"]["value"], "(the 4 echo requests that arrived at b)")
+    shell(f"ip -n {ns} link set dev {dev} xdpdrv off", netns=ns)
+    after = shell(f"ip netns exec {ns} bpftool -j net show dev {dev}", netns=ns)
+    print("   XDP programs on the interface now:", json.loads(after)[0]["xdp"])
+
+# %% [markdown]
+# `xdpdrv` asks for native mode (`xdpgeneric` for generic, plain `xdp` for
+# "native if possible"). The attachment belongs to the interface, not to
+# `ip`: the command exited at once and the program kept counting until
+# `xdpdrv off` (or until the interface went away). `bpftool prog show`,
+# `bpftool map dump` and `bpftool net show` work on any program, whoever
+# loaded it, BCC included.
 
 # %% [markdown]
 # ## 7.7 Rewriting a packet: an XDP ping responder

@@ -134,23 +134,37 @@ int tc_limit(struct __sk_buff *skb) {
 """
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# `u64 tokens = b->tokens + (now - b->last_ns);` then
-# `if (tokens > BURST_NS) tokens = BURST_NS;` and `b->last_ns = now;` on
-# *every* packet, passed or dropped. On the very first packet `last_ns` is
-# 0, so the elapsed time is the time since boot: the cap is what keeps that
-# from becoming a huge free burst.
+# Keep the bucket in *time*: tokens are nanoseconds of sending allowed.
+# On every packet, passed or dropped, first refill by the time elapsed
+# since the last packet, capped at the burst; then a packet of `len` bytes
+# costs the time it takes at the rate. Enough tokens: take them and pass.
+# Too few: drop, and take nothing. The very first packet sees "time since
+# boot" as elapsed: the cap is what keeps that from becoming a huge burst.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API and the units</summary>
 #
-# Bytes and nanoseconds, no bits: `RATE_BYTES` is bytes per second and
-# `skb->len` is bytes, so `u64 cost = len * NSEC_PER_SEC / RATE_BYTES;`.
-# Take the cost only from a packet you let through:
-# `if (tokens < cost) verdict = TC_ACT_SHOT; else tokens -= cost;` then
-# `b->tokens = tokens;`. With unsigned numbers, `tokens - cost` on a drop
-# would wrap around to a huge bucket.
+# * `bpf_ktime_get_ns()` is the clock; `b->last_ns` and `b->tokens` are the
+#   bucket's state (update both before returning).
+# * `skb->len` is bytes; `RATE_BYTES` is bytes per second, so a packet costs
+#   `len * NSEC_PER_SEC / RATE_BYTES` nanoseconds. No bits anywhere.
+# * `TC_ACT_OK` passes, `TC_ACT_SHOT` drops.
+# * Unsigned numbers: `tokens - cost` when `tokens < cost` wraps around to
+#   a huge bucket.
+# </details>
+#
+# <details><summary>Hint 3: the code, nearly</summary>
+#
+# ```c
+# u64 tokens = b->tokens + (now - b->last_ns);
+# if (tokens > BURST_NS) tokens = BURST_NS;
+# b->last_ns = now;
+# u64 cost = len * NSEC_PER_SEC / RATE_BYTES;
+# if (tokens < cost) verdict = TC_ACT_SHOT; else tokens -= cost;
+# b->tokens = tokens;
+# ```
 # </details>
 
 # %% [markdown]

@@ -133,24 +133,35 @@ int tc_chaos(struct __sk_buff *skb) {
 """
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# ```c
-# if (bpf_get_prandom_u32() % 100 < cfg->loss_pct) {
-#     stats.increment(1);
-#     return TC_ACT_SHOT;
-# }
-# ```
-# Strictly less: with `<=`, a `loss_pct` of 0 would still drop 1 packet in
-# 100.
+# Two decisions per matching packet. Loss first: throw a die and drop the
+# packet with probability `loss_pct` percent (and never when it is 0).
+# Then delay: a departure time is an *absolute* time on the monotonic
+# clock, not a duration; add the delay to the later of "now" and any
+# departure time the packet already carries, so a packet stamped for later
+# is never pulled forward.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API</summary>
 #
-# `u64 now = bpf_ktime_get_ns(); u64 t = skb->tstamp; if (t < now) t = now;`
-# then `skb->tstamp = t + cfg->delay_ns;` and `stats.increment(2);`. The
-# stamp is an absolute time in nanoseconds, not a duration: writing
-# `delay_ns` alone would mean "leave at boot + 25 ms", long past.
+# * `bpf_get_prandom_u32() % 100` is a number from 0 to 99: compare it
+#   with `<`, so that 0 % drops nothing and 100 % drops everything.
+# * `bpf_ktime_get_ns()` is the clock `skb->tstamp` uses; `skb->tstamp` is
+#   readable and writable in TC.
+# * `stats.increment(i)` counts (index 1 drops, 2 delays); `TC_ACT_SHOT`
+#   drops, `TC_ACT_OK` passes.
+# </details>
+#
+# <details><summary>Hint 3: the code, nearly</summary>
+#
+# ```c
+# if (bpf_get_prandom_u32() % 100 < cfg->loss_pct) { stats.increment(1); return TC_ACT_SHOT; }
+# u64 now = bpf_ktime_get_ns(), t = skb->tstamp;
+# if (t < now) t = now;
+# skb->tstamp = t + cfg->delay_ns;
+# ```
+# Writing `delay_ns` alone would mean "leave at boot + 25 ms", long past.
 # </details>
 
 # %% [markdown]

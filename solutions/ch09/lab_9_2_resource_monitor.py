@@ -127,27 +127,39 @@ def attach_monitor(prog: Program, cg: ScratchCgroup) -> None:
 
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# In both skb programs: `struct usage_t *u = usage_of(bpf_skb_cgroup_id(skb));`
-# then, if `u` is not NULL, `__sync_fetch_and_add(&u->rx_packets, 1);` and
-# `__sync_fetch_and_add(&u->rx_bytes, skb->len);` (tx_ on egress).
+# Each number belongs to a cgroup, and the question is *which id to ask
+# for* in each program. A packet belongs to a socket, and the socket knows
+# its cgroup; the CPU that happens to process a received packet does not
+# (on loopback the receive path runs in the sender's context). A system
+# call belongs to the process making it, so there the current task is the
+# right one to charge. Several CPUs may count at once: add atomically.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API</summary>
 #
-# If A shows the packets B received, you keyed ingress by
-# `bpf_get_current_cgroup_id()`: on loopback the receive path runs on the
-# sender's CPU time, in the sender's context. The socket, not the CPU,
-# knows who the packet is for.
+# * `bpf_skb_cgroup_id(skb)`: the cgroup of the packet's socket;
+#   `bpf_get_current_cgroup_id()`: the cgroup of the running task.
+# * `usage_of(id)` (given) returns a pointer to that cgroup's entry, or NULL.
+# * `skb->len` is the whole IP packet: 20 bytes of IP + 8 of UDP + payload.
+# * `__sync_fetch_and_add(&u->field, n)` adds atomically.
+# * Hooks `"ingress"` and `"egress"`; the tracepoint needs no attach call
+#   (`TRACEPOINT_PROBE` attaches when the program loads, for the whole
+#   machine, which is why it keys by cgroup).
 # </details>
 #
-# <details><summary>Hint 3</summary>
+# <details><summary>Hint 3: the code, nearly</summary>
 #
-# The hooks are `"ingress"` for `count_ingress` and `"egress"` for
-# `count_egress`. The tracepoint needs no attach call: `TRACEPOINT_PROBE`
-# attaches when the program loads, and it sees every process on the
-# machine, which is why it keys by cgroup.
+# ```c
+# struct usage_t *u = usage_of(bpf_skb_cgroup_id(skb));
+# if (u) {
+#     __sync_fetch_and_add(&u->rx_packets, 1);
+#     __sync_fetch_and_add(&u->rx_bytes, skb->len);
+# }
+# ```
+# and `tx_` on egress. If A shows the packets B received, you keyed ingress
+# by `bpf_get_current_cgroup_id()`.
 # </details>
 
 # %% [markdown]

@@ -137,29 +137,42 @@ def attach_sandbox(prog: Program, cg: ScratchCgroup) -> None:
 
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# Device: `struct dev_key key = {ctx->major, ctx->minor};` then
-# `if (type == BPF_DEVCG_DEV_CHAR && deny_dev.lookup(&key)) return 0;`.
-# Do not look at the access bits: a forbidden device is forbidden for
-# reading, writing and `mknod` alike.
+# Each program builds the key its map is indexed by from its context, and
+# refuses (returns 0) when the key is in the map, allows (1) otherwise.
+# A forbidden device is forbidden whatever the access (read, write,
+# `mknod`); a forbidden sysctl for reading and writing. A forbidden port
+# can be reached four ways: `connect()` on an IPv4 socket, `connect()` on
+# an IPv6 socket (to `::1`, or to `::ffff:127.0.0.1`, IPv4 in disguise),
+# and `sendto()` of a UDP datagram on either; each way has its own hook,
+# and one rule serves them all.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API</summary>
 #
-# Sysctl: `bpf_sysctl_get_name(ctx, key.name, sizeof(key.name), 0)` returns
-# the length of the name, or a negative error. Then
-# `if (deny_sysctl.lookup(&key)) return 0;` covers reads and writes at once;
-# testing `ctx->write` would let the application *read* the setting.
+# * Device: `ctx->major`, `ctx->minor`; `ctx->access_type & 0xFFFF` is the
+#   type (`BPF_DEVCG_DEV_CHAR`).
+# * Sysctl: `bpf_sysctl_get_name(ctx, key.name, sizeof(key.name), 0)` writes
+#   the full name ("kernel/hostname"; the flag `BPF_F_SYSCTL_BASE_NAME`
+#   would give only "hostname") and returns < 0 on error. Do not test
+#   `ctx->write`: reads are forbidden too.
+# * Port: `ntohs(ctx->user_port)`, in all four `sock_addr` hooks.
+# * Hooks: `"device"`, `"connect4"`, `"connect6"`, `"sendmsg4"`,
+#   `"sendmsg6"`, `"sysctl"`.
 # </details>
 #
-# <details><summary>Hint 3</summary>
+# <details><summary>Hint 3: the code, nearly</summary>
 #
-# The hooks are `"device"`, `"connect4"`, `"connect6"`, `"sendmsg4"`,
-# `"sendmsg6"` and `"sysctl"`. The port rule must convert the port:
-# `ntohs(ctx->user_port)`. Leave out `connect6` and an IPv6 socket walks
-# around the rule, even to an IPv4 address (`::ffff:127.0.0.1`); leave out
-# `sendmsg4` and a UDP `sendto()` does.
+# ```c
+# struct dev_key key = {ctx->major, ctx->minor};
+# if (type == BPF_DEVCG_DEV_CHAR && deny_dev.lookup(&key)) return 0;
+# ...
+# if (bpf_sysctl_get_name(ctx, key.name, sizeof(key.name), 0) < 0) return 1;
+# if (deny_sysctl.lookup(&key)) return 0;
+# ```
+# Leave out `connect6` and an IPv6 socket walks around the rule, even to an
+# IPv4 address; leave out `sendmsg4` and a UDP `sendto()` does.
 # </details>
 
 # %% [markdown]
