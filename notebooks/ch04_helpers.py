@@ -538,9 +538,11 @@ with Program(PRINTK, cflags=[f"-DNOTEBOOK_PID={os.getpid()}"]) as prog:
 # * **Reads are destructive.** Two readers steal lines from each other; the
 #   cell above may miss its line if something else is reading (which is why
 #   its output is not checked).
-# * **At most three arguments**, formatted in the kernel, under a lock: slow
-#   on a hot path. The kernel even prints a warning banner in the log when a
-#   program using it is loaded.
+# * **At most three arguments** (`bpf_trace_vprintk`, Linux 5.16, takes
+#   more), formatted into text in the kernel at every call: slow on a hot
+#   path. (Kernels before 6.2 also took a global lock for it.) The kernel
+#   even prints a warning banner in the log the first time a program using
+#   it is loaded.
 # * **Text**, which user space must parse back.
 #
 # Real tools send structured records through a ring buffer, or aggregate in

@@ -33,8 +33,9 @@
 # ## 5.1 Dynamic instrumentation
 #
 # Tracepoints (Chapter 6) are hooks that kernel developers placed by hand and
-# promise to keep. There are a couple of thousand. The kernel has about
-# fifty thousand functions; **dynamic instrumentation** lets you hook any of
+# promise to keep. There are a couple of thousand. The kernel has tens of
+# thousands of functions (section 5.9 counts this one's, from
+# `/proc/kallsyms`); **dynamic instrumentation** lets you hook almost any of
 # them, on the running kernel, without rebuilding it.
 #
 # | | kprobe / kretprobe | fentry / fexit | tracepoint |
