@@ -16,10 +16,12 @@
 # * pick the right map type for a job: hash, array, per-CPU, LRU, LPM trie,
 #   ring buffer, stack trace;
 # * read any map from Python as a pandas DataFrame, and write to it;
-# * avoid the per-CPU hash trap of BCC's `increment()`;
+# * count from many CPUs at once without losing updates (atomic adds or
+#   per-CPU maps), and avoid the per-CPU hash trap of BCC's `increment()`;
 # * draw a log2 histogram that was filled inside the kernel;
-# * collect and symbolize stack traces;
-# * explain when the kernel frees a map, and keep one alive with a pin.
+# * collect and symbolize stack traces, and draw them as a flame graph;
+# * explain when the kernel frees a map, and keep one alive with a pin, from
+#   Python and with `bpftool`.
 #
 # Run the cells in order, top to bottom, with the **eBPF (root)** kernel.
 
@@ -27,9 +29,17 @@
 # ## 2.1 What a map is
 #
 # A BPF program runs for a few hundred nanoseconds and then forgets
-# everything: it has no global variables that survive between runs. Whatever
-# must persist (a count, a histogram, the last time a process was seen) lives
-# in a **map**: a key/value store that the kernel owns.
+# everything on its stack. Whatever must persist (a count, a histogram, the
+# last time a process was seen) lives in a **map**: a key/value store that
+# the kernel owns.
+#
+# BCC 0.26 gives you no global variables: it does not relocate a C global's
+# address (the load stays `r1 = 0x0`), so the verifier rejects a program
+# that uses one, and everything goes through maps declared with its macros.
+# That is a limit of BCC, not of BPF. With libbpf (Linux 5.2+), a
+# global variable *is* a map: the compiler puts globals in the `.bss`,
+# `.data` and `.rodata` sections, and libbpf turns each section into a
+# one-entry array map that the program and user space both read and write.
 #
 # * A map has a **type** (how it is stored and looked up), a **key size**, a
 #   **value size** and a **maximum number of entries**, all fixed when it is
@@ -61,6 +71,7 @@
 
 # %%
 import ctypes as ct
+import json
 import os
 import socket
 import subprocess
@@ -68,9 +79,11 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from bcc import PerfSWConfig, PerfType
@@ -94,7 +107,10 @@ DEV_NULL = os.open("/dev/null", os.O_WRONLY)    # a file we can write to for fre
 #
 # A hash map takes any fixed-size key. Here the key is a file name, and the
 # value counts how often this thread opened that file. `increment(key)`
-# creates the entry at 0 when it is missing, then adds one.
+# looks the key up and adds one to the value; on a plain `BPF_HASH` it
+# creates a missing key (with the value 1). The addition is a plain
+# `*value += 1`, which is safe here because only one thread of ours is
+# counted; §2.4 shows what it does when two CPUs update the same value.
 
 # %%
 COUNT_OPENS = r"""
@@ -151,10 +167,13 @@ with Program(COUNT_OPENS, cflags=ONLY_ME) as prog:
 # offset: the fastest map there is.
 #
 # `BPF_HISTOGRAM(name)` is an array of 64 counters. With `bpf_log2l(v)` as the
-# index, slot *s* counts the values with 2<sup>s-1</sup> ≤ v < 2<sup>s</sup>
-# (slot 0 counts v = 0): a log2 histogram, built inside the kernel, that costs
-# one array increment per event. Here: the sizes of this thread's writes to
-# `/dev/null`.
+# index, slot *s* counts the values with 2<sup>s-1</sup> ≤ v < 2<sup>s</sup>:
+# a log2 histogram, built inside the kernel, that costs one array increment
+# per event. One edge: BCC's `helpers.h` defines `bpf_log2l(v)` as
+# `bpf_log2(v) + 1`, and `bpf_log2(0)` is 0 like `bpf_log2(1)`, so **v = 0
+# lands in slot 1** together with v = 1, and slot 0 stays empty. Count zeros
+# separately if they matter. Here: the sizes of this thread's writes to
+# `/dev/null` (none of them 0).
 
 # %%
 WRITE_SIZES = r"""
@@ -198,14 +217,94 @@ print("kernel histogram == Python's own count:",
       dict(zip(hist["slot"], hist["count"])) == {s: expected.get(s, 0) for s in hist["slot"]})
 
 # %% [markdown]
-# ## 2.4 Per-CPU maps
+# ## 2.4 Two CPUs, one counter
 #
-# When two CPUs add one to the same counter at the same moment, one of the
-# two additions can be lost, unless the add is atomic, and atomic adds on a
-# shared cache line are slow on a busy machine. A **per-CPU** map gives each
-# CPU its own copy of every value: each CPU adds to its own, with no
-# contention, and user space sums the copies when it reads.
+# BCC's `increment()` compiles to a lookup and then `*value += 1`: a load, an
+# add and a store. When two CPUs run the program at the same moment on the
+# same key, both can load the same old value, and one of the two additions
+# is lost. There are two cures:
 #
+# * `atomic_increment()` does the add with one atomic instruction
+#   (`__sync_fetch_and_add`, an atomic add that the x86 JIT emits with a
+#   `lock` prefix). Always right, but the CPUs now fight over one cache line, which
+#   costs on a busy machine.
+# * A **per-CPU** map gives each CPU its own copy of every value: each CPU
+#   adds to its own, with no contention and no atomic instruction, and user
+#   space sums the copies when it reads.
+#
+# To see the race, a small C program runs two threads, pinned to two
+# different CPUs, each making 200,000 empty `write()` calls. One program
+# counts them three ways: slot 0 of an array with `increment`, slot 1 with
+# `atomic_increment`, and a per-CPU array.
+
+# %%
+RACER_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+enum { PER_THREAD = 200000 };
+static int fd;
+static void *writer(void *cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET((long)cpu, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+    for (int i = 0; i < PER_THREAD; i++)
+        write(fd, "", 0);
+    return NULL;
+}
+int main(void) {
+    char go;
+    fd = open("/dev/null", O_WRONLY);
+    if (read(0, &go, 1) != 1) return 1;          /* wait until the counter is attached */
+    pthread_t t;
+    pthread_create(&t, NULL, writer, (void *)1L);
+    writer((void *)0L);
+    pthread_join(t, NULL);
+    return 0;
+}
+"""
+racer = folder / "racer"
+(folder / "racer.c").write_text(RACER_C)
+subprocess.run(["gcc", "-O2", "-pthread", "-o", racer, folder / "racer.c"], check=True)
+
+RACE = r"""
+BPF_ARRAY(shared, u64, 2);
+BPF_PERCPU_ARRAY(percpu, u64, 1);
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write) {
+    if ((bpf_get_current_pid_tgid() >> 32) != TARGET) return 0;
+    shared.increment(0);                   // load, add, store
+    shared.atomic_increment(1);            // one atomic add
+    percpu.increment(0);                   // this CPU's own copy
+    return 0;
+}
+"""
+
+# %%
+proc = subprocess.Popen([racer], stdin=subprocess.PIPE)
+with Program(RACE, cflags=[f"-DTARGET={proc.pid}"]) as prog:
+    proc.communicate(b"g")
+    plain, atomic = prog["shared"][0].value, prog["shared"][1].value
+    per_cpu_total = sum(v for v in prog["percpu"][0])
+want = 2 * 200_000
+print(f"atomic_increment counted {want:,} writes exactly:", atomic == want)
+print(f"the per-CPU copies add up to {want:,} exactly:    ", per_cpu_total == want)
+
+# %% [markdown]
+# And the plain `increment()`: how many it lost depends on how often the two
+# threads ran at the very same moment, so it changes from run to run (and is
+# 0 on a machine so busy that the two threads never ran together):
+
+# %% tags=["nbval-ignore-output"]
+print(f"increment() lost {want - plain} of {want:,} updates")
+
+# %% [markdown]
+# ### Per-CPU maps
+#
+# The per-CPU map above had one copy of its value per CPU.
 # To see the copies, this thread writes 300 times while pinned to the first
 # CPU, then 200 times on the second. The map holds a copy for every CPU the
 # machine could have (how many depends on the machine); the table shows the
@@ -245,9 +344,9 @@ per_cpu[["key", *[f"cpu{c}" for c in cpus[:2]], "total"]]
 # ### The per-CPU hash trap
 #
 # A per-CPU *hash* needs one more care. BCC's `increment(key)` is written as
-# "look the key up; if it is missing, insert 0 and add one", but for a
-# per-CPU hash BCC 0.26 generates code that never inserts: a missing key
-# stays missing, silently. The way out is `lookup_or_try_init(&key, &zero)`,
+# "look the key up; if it is missing, insert 0 and add one", but BCC 0.26
+# generates the insert only for a plain `BPF_HASH`: on a per-CPU hash (and
+# on an LRU hash) a missing key stays missing, silently. The way out is `lookup_or_try_init(&key, &zero)`,
 # which inserts when needed and returns a pointer to *this CPU's* copy.
 # Both versions side by side, on the same events:
 
@@ -476,11 +575,19 @@ int on_sample(void *ctx) {
 # march in step with periodic work) and attaches the program to each.
 
 # %%
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) that process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 dd = subprocess.Popen(["dd", "if=/dev/zero", "of=/dev/null", "bs=64k", "status=none"])
 with Program(PROFILE, cflags=[f"-DTARGET={dd.pid}"]) as prog:
     prog.attach_perf_event(ev_type=PerfType.SOFTWARE, ev_config=PerfSWConfig.CPU_CLOCK,
                            fn_name="on_sample", sample_freq=99)
+    dd_cpu = cpu_seconds(dd.pid)
     time.sleep(1)
+    dd_cpu = cpu_seconds(dd.pid) - dd_cpu
     folded = Counter()
     for key, count in prog["samples"].items():
         user = ([prog.sym(a, key.pid).decode() for a in prog["stacks"].walk(key.user_stack)]
@@ -492,6 +599,17 @@ with Program(PROFILE, cflags=[f"-DTARGET={dd.pid}"]) as prog:
 dd.kill()
 dd.wait()
 print("stacks collected:", len(folded) > 0)
+
+# %% [markdown]
+# How many samples should there be? Not 99: the timer fires 99 times a
+# second on *each CPU*, and a sample counts for `dd` only when `dd` is the
+# task on that CPU at that moment. So the expected number is 99 × the CPU
+# time `dd` got in that second, which on a shared machine can be much less
+# than one second (here other work competes for the CPUs):
+
+# %% tags=["nbval-ignore-output"]
+print(f"{sum(folded.values())} samples; dd ran {dd_cpu:.2f} s of CPU in 1 s; "
+      f"99 Hz x {dd_cpu:.2f} s = {99 * dd_cpu:.0f} expected")
 
 # %% tags=["nbval-ignore-output"]
 top = pd.DataFrame(folded.most_common(6), columns=["stack (root first)", "samples"])
@@ -507,6 +625,50 @@ top.style.set_properties(**{"text-align": "left"})
 # pointers, and `get_stackid` walks the user stack by following frame
 # pointers, so it stops after the first frame. Lab 2.3 compiles its own
 # target with `-fno-omit-frame-pointer` and gets whole stacks.
+
+# %% [markdown]
+# ### A flame graph
+#
+# A flame graph draws folded stacks as boxes: the root at the bottom, each
+# frame on top of its caller, each box as wide as the samples that passed
+# through it. Boxes of the same frame under the same parent are merged, so
+# the wide towers are where the time went. Merging and drawing take a few
+# lines of matplotlib (Brendan Gregg's `flamegraph.pl` draws the same from
+# the same folded text, as SVG).
+
+# %%
+def flame_graph(folded: Counter, title: str = "", ax=None):
+    """Draw folded stacks ("root;child;leaf" -> samples) as a flame graph."""
+    tree: dict = {}
+    for stack, n in folded.items():
+        node = tree
+        for frame in stack.split(";"):
+            node = node.setdefault(frame, {"n": 0, "kids": {}})
+            node["n"] += n
+            node = node["kids"]
+    total = sum(folded.values())
+    ax = ax or plt.subplots(figsize=(10, 4))[1]
+
+    def draw(nodes: dict, x: float, depth: int) -> None:
+        for frame, node in sorted(nodes.items()):
+            width = node["n"] / total
+            ax.barh(depth, width, left=x, height=0.9, color=plt.cm.autumn(zlib.crc32(frame.encode()) % 100 / 100),
+                    edgecolor="white")
+            if width > 0.04:
+                ax.text(x + 0.003, depth, frame[: int(width * 120)], va="center", fontsize=7)
+            draw(node["kids"], x, depth + 1)
+            x += width
+
+    draw(tree, 0.0, 0)
+    ax.set_xlim(0, 1)
+    ax.set_yticks([])
+    ax.set_xlabel(f"share of {total} samples")
+    ax.set_title(title)
+    return ax
+
+
+# %% tags=["nbval-ignore-output"]
+flame_graph(folded, "dd copying /dev/zero to /dev/null");
 
 # %% [markdown]
 # ## 2.9 The life of a map, and pins
@@ -573,6 +735,34 @@ calls_pin.df()
 pin.bpftool_dump(calls_pin.path)[0]["formatted"]
 
 # %% [markdown]
+# `pin.Pin` is one system call, `bpf(BPF_OBJ_PIN)`. `bpftool` makes the same
+# call from a shell, for any map the kernel has, found by its id: here a
+# second pin of the same map, with a plain name of our choosing, and
+# `bpftool map show pinned` looking the map up through that file.
+
+# %%
+bpftool_pin = Path("/sys/fs/bpf/ebt_ch02_calls")
+bpftool_pin.unlink(missing_ok=True)
+subprocess.run(["bpftool", "map", "pin", "id", str(map_id), str(bpftool_pin)], check=True)
+shown = subprocess.run(["bpftool", "-j", "map", "show", "pinned", str(bpftool_pin)],
+                       capture_output=True, text=True, check=True).stdout
+print("bpftool sees the same map through its pin:", json.loads(shown)["id"] == map_id)
+print(subprocess.run(["bpftool", "map", "dump", "pinned", str(bpftool_pin)],
+                     capture_output=True, text=True).stdout.strip())
+bpftool_pin.unlink()                          # rm removes a pin: bpffs files are names
+
+# %% [markdown]
+# In a shell that is:
+#
+# ```sh
+# bpftool map show                          # find the map's id
+# bpftool map pin id <id> /sys/fs/bpf/calls
+# bpftool map show pinned /sys/fs/bpf/calls
+# bpftool map dump pinned /sys/fs/bpf/calls
+# rm /sys/fs/bpf/calls                      # unpin
+# ```
+
+# %% [markdown]
 # A new program can take over a pinned map, with its data.
 # `BPF_TABLE_PINNED(type, key, value, name, max_entries, path)` makes BCC
 # open the map at `path` instead of creating a new one (and create and pin
@@ -623,6 +813,9 @@ print("pins left by this notebook:", pin.our_pins())
 #   for hot counters (with `lookup_or_try_init` on a per-CPU hash, not
 #   `increment`), LRU when the key space is unbounded, LPM trie for prefixes,
 #   ring buffer for individual events, stack trace map for profiles.
+# * A value that several CPUs update needs `atomic_increment()` (or
+#   `__sync_fetch_and_add`); BCC's `increment()` is a plain `+=` that loses
+#   updates when two CPUs race. A per-CPU map needs neither.
 # * A map lives while a file descriptor, a program or a pin refers to it.
 #
 # **Questions to test yourself**
@@ -636,6 +829,32 @@ print("pins left by this notebook:", pin.our_pins())
 # 4. Why are user stacks of most distribution binaries one frame deep?
 # 5. A program that used a pinned map has been closed, and the pin removed.
 #    What else could still keep the map alive?
+#
+# <details><summary>Answers (click to open)</summary>
+#
+# 1. Each CPU adds to its own copy, in its own cache line: no atomic
+#    instruction, no cache line bouncing between CPUs, and no lost update
+#    (a program is not migrated to another CPU while it runs). To read it,
+#    user space gets one value per possible CPU and must combine them
+#    (sum them for a counter); BCC returns the list, and `table_df` sums it.
+# 2. `bpf_map_update_elem` of a new key fails with `E2BIG`: the address is
+#    not recorded (existing keys can still be updated), and the program must
+#    cope with the error. With an LRU hash the insert succeeds: the kernel
+#    evicts an entry that has not been used recently to make room, so old,
+#    quiet addresses are forgotten instead of new ones.
+# 3. 10.1.200.7 is inside both prefixes and matches the longer one,
+#    10.1.0.0/16. 10.2.0.1 is only inside 10.0.0.0/8, so that is its match.
+# 4. `get_stackid` walks the user stack by following frame pointers, and
+#    distributions build their binaries and libraries with
+#    `-fomit-frame-pointer` (the compiler's default at `-O2` on x86-64): the
+#    register holds no frame chain, so the walk stops after the first frame,
+#    the address where the sample hit. (Some distributions, such as Fedora
+#    38+ and Ubuntu 24.04, now build with frame pointers again.)
+# 5. Another reference: another program that uses the map (a program takes
+#    a reference to every map it uses, at load time), a file descriptor to it
+#    in some process (`bpftool map show` lists the pids), another pin of it
+#    under another path, or a map-in-map that holds it as an inner map.
+# </details>
 #
 # ## Labs
 #

@@ -19,7 +19,7 @@ from ..labs import LabFailed, expect, lab
 from ..net import VethPair, inside
 from ..program import Program, close_all
 from ..workload import unique_name
-from . import require_table
+from . import has_table, require_table
 
 
 # ---------------------------------------------------------------- helpers --
@@ -58,27 +58,59 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
 
 # -------------------------------------------------------------------- 2.1 --
 WRITER_C = r"""
+#define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-static int per_thread;
+static int per_thread, pin;
 
-static void *writer(void *unused) {
+static void *writer(void *cpu) {
+    if (pin) {                      /* one thread per CPU: they really run at once */
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET((long)cpu % sysconf(_SC_NPROCESSORS_ONLN), &set);
+        sched_setaffinity(0, sizeof(set), &set);
+    }
     for (int i = 0; i < per_thread; i++)
         write(1, "x\n", 2);
     return NULL;
 }
 
+/* writer TOTAL THREADS [pin]: TOTAL write() calls of 2 bytes; the first one
+   alone, before any thread starts (so the map's key exists before two
+   threads can race to create it), then (TOTAL - 1) / THREADS per thread. */
 int main(int argc, char **argv) {
     int threads = atoi(argv[2]);
     pthread_t t[8];
-    per_thread = atoi(argv[1]) / threads;
-    for (int i = 1; i < threads; i++)
-        pthread_create(&t[i], NULL, writer, NULL);
-    writer(NULL);
+    pin = argc > 3;
+    write(1, "x\n", 2);
+    per_thread = (atoi(argv[1]) - 1) / threads;
+    for (long i = 1; i < threads; i++)
+        pthread_create(&t[i], NULL, writer, (void *)i);
+    writer((void *)0L);
     for (int i = 1; i < threads; i++)
         pthread_join(t[i], NULL);
+    return 0;
+}
+"""
+RACE_PER_THREAD = 150_000   # two pinned threads; a plain `+=` loses some of these (measured:
+                            # 58 to 3,389 of 300,001 lost in 6 runs, and 0 in some), an atomic add none
+RACE_ROUNDS = 6             # at most this many racing processes...
+RACE_EVIDENCE = 20          # ...until the check's own plain `+=` has lost this many updates
+
+# The check's witness: a deliberately non-atomic counter per process. When it
+# has lost updates, the two threads really ran at the same moment, and a
+# learner's non-atomic counter, running in the same system calls, had the
+# same chance to lose some.
+WITNESS = r"""
+BPF_HASH(witness, u32, u64, 65536);
+TRACEPOINT_PROBE(syscalls, sys_enter_write) {
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 zero = 0, *n = witness.lookup_or_try_init(&tgid, &zero);
+    if (n)
+        *n += 1;
     return 0;
 }
 """
@@ -86,37 +118,58 @@ int main(int argc, char **argv) {
 
 @lab("2.1", "process counter")
 def check_process_counter(program: str) -> str:
-    """Three programs with fresh names make a known number of write() calls
-    (one of them from two threads); the learner's `writes` map must hold
-    exactly that count under each one's (pid, comm)."""
+    """Four programs with fresh names make a known number of write() calls
+    (two of them from two threads, one of those with its threads pinned to
+    two CPUs so that they race); the learner's `writes` map must hold exactly
+    that count under each one's (pid, comm). The stretch map `bytes`, if
+    declared, must hold 2 bytes per call."""
     rng = random.Random()
-    plan = [(unique_name("ebw"), rng.randrange(3, 16), 1),
-            (unique_name("ebw"), 2 * rng.randrange(6, 20), 2),      # two threads
-            (unique_name("ebw"), 1, 1)]
+    plan = [(unique_name("ebw"), rng.randrange(3, 16), 1, False),
+            (unique_name("ebw"), 1 + 2 * rng.randrange(6, 20), 2, False),   # two threads
+            (unique_name("ebw"), 1, 1, False)]
+    races = [(unique_name("ebw"), 1 + 2 * RACE_PER_THREAD, 2, True) for _ in range(RACE_ROUNDS)]
     with scratch_dir("ebt-lab21-") as d:
         binary = compile_c(WRITER_C, d / "writer", "-pthread")
-        for name, _, _ in plan:
+        for name, *_ in plan + races:
             shutil.copy(binary, d / name)
         try:
-            with Program(program, name="lab 2.1") as prog:
+            with Program(WITNESS, name="check 2.1 witness") as witness, \
+                    Program(program, name="lab 2.1") as prog:
                 table = require_table(prog, "writes", "2.1",
                                       "declare it: BPF_HASH(writes, struct proc_t, u64);")
                 expect({"pid", "comm"} <= set(_fields(table.Key)), "2.1",
                        f"the key of `writes` has fields {_fields(table.Key)}",
                        "key the map by `struct proc_t { u32 pid; char comm[16]; }`")
                 pids = {}
-                for name, writes, threads in plan:
-                    p = subprocess.Popen([str(d / name), str(writes), str(threads)],
-                                         stdout=subprocess.DEVNULL)
+
+                def run(name: str, writes: int, threads: int, pin: bool) -> int:
+                    p = subprocess.Popen([str(d / name), str(writes), str(threads)]
+                                         + (["pin"] if pin else []), stdout=subprocess.DEVNULL)
                     p.wait()
                     pids[name] = p.pid
+                    return p.pid
+
+                for entry in plan:
+                    run(*entry)
+                evidence = 0        # updates the witness lost: proof that the threads raced
+                for entry in races:
+                    pid = run(*entry)
+                    plan.append(entry)
+                    counted = witness["witness"].get(witness["witness"].Key(pid))
+                    evidence += entry[1] - (counted.value if counted else 0)
+                    learner = sum(v.value for k, v in table.items() if _text(k.comm) == entry[0])
+                    if evidence >= RACE_EVIDENCE or learner != entry[1]:
+                        break
                 seen = [(k.pid, _text(k.comm), v.value) for k, v in table.items()]
+                stretch = None
+                if has_table(prog, "bytes"):
+                    stretch = {(k.pid, _text(k.comm)): v.value for k, v in prog["bytes"].items()}
         finally:
             close_all()
     expect(bool(seen), "2.1", "the `writes` map stayed empty while processes called write()",
            "attach with TRACEPOINT_PROBE(syscalls, sys_enter_write) and update the map "
            "with writes.increment(key)")
-    for name, writes, threads in plan:
+    for name, writes, threads, pin in plan:
         mine = [(pid, count) for pid, comm, count in seen if comm == name]
         if not mine:
             sample = ", ".join(repr(c) for _, c, _ in seen[:4])
@@ -132,11 +185,28 @@ def check_process_counter(program: str) -> str:
         expect(pid == pids[name], "2.1", f"process {name!r} has pid {pids[name]}, but its key in "
                f"`writes` says pid {pid}",
                "key.pid is the process id: bpf_get_current_pid_tgid() >> 32")
+        if pin and got < writes:
+            raise LabFailed("2.1", f"process {name!r} called write() {writes:,} times from two "
+                            f"threads running at once on two CPUs; `writes` says {got:,}: "
+                            f"{writes - got} updates were lost",
+                            "two CPUs updated the same value at the same moment: a plain "
+                            "`*count += 1` (and BCC's increment()) is a load and a store that "
+                            "can interleave; use writes.atomic_increment(key), or "
+                            "__sync_fetch_and_add(count, 1) on the pointer")
         expect(got == writes, "2.1",
                f"process {name!r} called write() {writes} times (2 bytes each); `writes` says {got}",
                _hint_21(got, writes))
-    return (f"counted {sum(w for _, w, _ in plan)} write() calls of 3 fresh processes exactly, "
-            "one of them two-threaded")
+        if stretch is not None:
+            b = stretch.get((pid, name), 0)
+            expect(b == 2 * writes, "2.1",
+                   f"stretch goal: process {name!r} wrote {2 * writes} bytes in {writes} calls; "
+                   f"`bytes` says {b}",
+                   "add args->count (the bytes asked for) atomically, under the same key")
+    total = sum(w for _, w, _, _ in plan)
+    return (f"counted {total:,} write() calls of {len(plan)} fresh processes exactly, "
+            f"{len(plan) - 2} of them two-threaded, {len(plan) - 3} racing on two CPUs"
+            + (", and the stretch goal: `bytes` is right" if stretch is not None
+               else " (stretch goal `bytes` not attempted)"))
 
 
 def _hint_21(got: int, want: int) -> str:
@@ -222,6 +292,7 @@ def check_packet_sizes(program: str, attach) -> str:
             for k, v in table.items():
                 if v.value:
                     got[int(k.value)] = int(v.value)
+            stretch = prog["total_bytes"][0].value if has_table(prog, "total_bytes") else None
             close_raw_sockets(prog)
     finally:
         if prog is not None:
@@ -235,7 +306,14 @@ def check_packet_sizes(program: str, attach) -> str:
     if got != want:
         raise LabFailed("2.2", f"frames sent: {sent}.\n  expected {_ranges(want)}\n  yours:   "
                         f"{_ranges(got)}", _hint_22(got, want))
-    return f"{sum(plan.values())} frames of 7 sizes filed in the right log2 slots"
+    done = f"{sum(plan.values())} frames of 7 sizes filed in the right log2 slots"
+    if stretch is None:
+        return done + " (stretch goal `total_bytes` not attempted)"
+    total = sum(size * n for size, n in plan.items())
+    expect(stretch == total, "2.2",
+           f"stretch goal: the frames add up to {total} bytes; `total_bytes[0]` says {stretch}",
+           "add skb->len (the whole frame) to slot 0 of total_bytes, once per packet, atomically")
+    return done + f", and the stretch goal: total_bytes = {total}"
 
 
 def _wait_received(rx: socket.socket, n: int, timeout: float = 2.0) -> None:

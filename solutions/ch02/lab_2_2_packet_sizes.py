@@ -22,6 +22,10 @@
 # slot: 60 in slot 6 (32–63), 64 and 127 in slot 7 (64–127), 128 in slot 8,
 # and so on.
 #
+# **Stretch goal (optional, checked if present).** An array `total_bytes`
+# of one `u64`: the sum of the lengths of all the frames seen. The check
+# compares it with the bytes it sent.
+#
 # **You will use:** a `SOCKET_FILTER` program, `struct __sk_buff`,
 # `BPF_HISTOGRAM`, `bpf_log2l`, `BPF.attach_raw_socket`, `log2_hist_df` and
 # `plot_log2_hist`.
@@ -42,7 +46,11 @@
 #   the whole frame, Ethernet header included.
 # * `BPF_HISTOGRAM(sizes)` is an array of 64 counters, and
 #   `bpf_log2l(n)` gives the slot for `n`: slot *s* holds
-#   2<sup>s-1</sup> ≤ n < 2<sup>s</sup>.
+#   2<sup>s-1</sup> ≤ n < 2<sup>s</sup> (and n = 0 lands in slot 1, with
+#   n = 1: BCC defines `bpf_log2l(n)` as `bpf_log2(n) + 1`).
+# * Packets can be processed on several CPUs at once: update shared
+#   counters with `atomic_increment(index)` (or `atomic_increment(index,
+#   amount)`), not `increment()`, whose `+=` two CPUs can interleave.
 # * Interfaces and their names belong to a network namespace: the name
 #   `veth-b` only means something inside namespace `b`. The check (and the
 #   try cell below) calls your `attach()` from inside it.
@@ -59,23 +67,27 @@ from ebpf_tutor.net import VethPair, inside
 # %% [markdown]
 # ## Your program
 #
-# Complete the TODOs in the C program and in `attach()`. Keep the names: the
-# check looks for the function `packet_size` and the map `sizes`.
+# Write the C program (the map and the function) and complete `attach()`.
+# Keep the names: the check looks for the function `packet_size` and the map
+# `sizes`.
 
 # %% tags=["answer"]
 PROGRAM = r"""
 // TODO 1: declare a log2 histogram named `sizes`
+// TODO 2: write `int packet_size(struct __sk_buff *skb)`: add one to the
+//         slot of this frame's length, and return 0 (keep nothing: this
+//         socket only counts)
+// Stretch: an array `total_bytes` of one u64 that adds up the lengths
 // BEGIN SOLUTION
 BPF_HISTOGRAM(sizes);
-// END SOLUTION
+BPF_ARRAY(total_bytes, u64, 1);
 
 int packet_size(struct __sk_buff *skb) {
-    // TODO 2: add one to the slot of this packet's length
-    // BEGIN SOLUTION
-    sizes.increment(bpf_log2l(skb->len));
-    // END SOLUTION
-    return 0;   // keep nothing: this socket only counts
+    sizes.atomic_increment(bpf_log2l(skb->len));
+    total_bytes.atomic_increment(0, skb->len);
+    return 0;
 }
+// END SOLUTION
 """
 
 
@@ -89,21 +101,39 @@ def attach(prog: Program, ifname: str) -> None:
 
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# `BPF_HISTOGRAM(sizes);` declares the 64 slots.
-# `sizes.increment(bpf_log2l(skb->len));` adds one to the right slot: the
-# index is the slot, the increment is 1 (not the length).
+# A histogram is an array whose index is a *bucket*, not a value: turn the
+# frame's length into its power-of-two bucket, and add one (not the length)
+# to that bucket. The program only counts, so it keeps no bytes of the
+# packet for the socket. On the Python side: the function must be loaded as
+# the right program type, then put on a socket that sees the interface you
+# are given, and only that one.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API</summary>
 #
-# ```python
-# fn = prog.load_func("packet_size", BPF.SOCKET_FILTER)
-# BPF.attach_raw_socket(fn, ifname)
+# * `BPF_HISTOGRAM(name);` declares 64 `u64` slots; `bpf_log2l(n)` is the
+#   slot of `n`; `name.atomic_increment(index)` adds one.
+# * `skb->len` is the whole frame's length, Ethernet header included.
+# * `prog.load_func("packet_size", BPF.SOCKET_FILTER)` loads the function;
+#   `BPF.attach_raw_socket(fn, ifname)` opens a raw socket on `ifname` and
+#   attaches it.
+# </details>
+#
+# <details><summary>Hint 3: the code, nearly</summary>
+#
+# ```c
+# BPF_HISTOGRAM(sizes);
+#
+# int packet_size(struct __sk_buff *skb) {
+#     sizes.atomic_increment(/* the slot of skb->len */);
+#     return 0;
+# }
 # ```
-# Use the `ifname` you are given: `"lo"` or the host's interface would see
-# other traffic (or none).
+# and in `attach()`: `fn = prog.load_func(...)`, then
+# `BPF.attach_raw_socket(fn, ifname)` with the `ifname` you are given
+# (`"lo"` or the host's interface would see other traffic, or none).
 # </details>
 
 # %% [markdown]

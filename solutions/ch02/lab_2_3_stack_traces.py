@@ -81,7 +81,7 @@ int on_sample(void *ctx) {
     // TODO 2: count this sample under its key
     // BEGIN SOLUTION
     key.user_stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
-    counts.increment(key);
+    counts.atomic_increment(key);
     // END SOLUTION
     return 0;
 }
@@ -119,15 +119,30 @@ def folded(prog: Program, pid: int) -> dict[str, int]:
 
 
 # %% [markdown]
-# <details><summary>Hint 1 (click to open)</summary>
+# <details><summary>Hint 1: the idea (click to open)</summary>
 #
-# In C: `key.user_stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);` then
-# `counts.increment(key);`. In `start()`:
-# `prog.attach_perf_event(ev_type=PerfType.SOFTWARE,
-# ev_config=PerfSWConfig.CPU_CLOCK, fn_name="on_sample", sample_freq=99)`.
+# Sampling has three parts. In the kernel, each sample stores *where* the
+# process was (its user-space stack, saved once in the stack map, which
+# hands back a small id) and counts the sample under (pid, stack id). A
+# timer must fire the program at a fixed rate on every CPU. Afterwards, in
+# Python, each stack id is turned back into a list of addresses, each
+# address into a function name of *that* process, and the list is written
+# root first.
 # </details>
 #
-# <details><summary>Hint 2</summary>
+# <details><summary>Hint 2: the API</summary>
+#
+# * `stacks.get_stackid(ctx, BPF_F_USER_STACK)` stores the user stack and
+#   returns its id (negative on failure); `0` as the flag would take the
+#   kernel stack. `counts.atomic_increment(key)` counts.
+# * `prog.attach_perf_event(ev_type=PerfType.SOFTWARE,
+#   ev_config=PerfSWConfig.CPU_CLOCK, fn_name=..., sample_freq=...)`
+#   opens one timer per CPU.
+# * `prog["stacks"].walk(stack_id)` yields addresses, leaf first;
+#   `prog.sym(addr, pid)` names one, in the address space of `pid`.
+# </details>
+#
+# <details><summary>Hint 3: the code, nearly</summary>
 #
 # ```python
 # for key, count in prog["counts"].items():
