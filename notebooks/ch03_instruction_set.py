@@ -51,13 +51,15 @@
 import os
 import re
 import subprocess
+import sys
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from ebpf_tutor import Program, VerifierError, packets
 from ebpf_tutor.asm import *
-from ebpf_tutor.asm.insn import CLASS_NAMES
+from ebpf_tutor.asm.insn import CLASS_NAMES, JMP, PSEUDO_CALL, Insn
+from ebpf_tutor.asm.jump import JMP_OPS
 from ebpf_tutor.bpfsys import (XDP_DROP, XDP_MD, XDP_PASS, MapType, ProgLoadAttr, ProgType,
                                RawMap, attach_tracepoint, kernel_tgid, load, prog_info,
                                tracepoint_format)
@@ -534,10 +536,18 @@ print(disasm(clang_code))
 # %% [markdown]
 # Compare with the C: the same three-instruction bounds checks we wrote by
 # hand (`r3 = r1; r3 += 14; if r3 > r2 goto ...`), and the same
-# `ihl * 4` arithmetic. Two choices of clang's stand out: it reads the
+# `ihl * 4` arithmetic. Two choices of clang's stand out. It reads the
 # EtherType byte by byte and compares it with `0x8`, which is `htons(0x0800)`
-# folded at compile time; and it masks `ihl * 4` with `&= 60` to tell the
-# verifier the offset is at most 60.
+# folded at compile time. And it computes `ip->ihl * 4` as
+# `r3 = *(u8 *)(r1 +14); r3 <<= 2; r3 &= 60`: `ihl` is a 4-bit bitfield, the
+# low four bits of the IP header's first byte (the version is the high four),
+# so clang loads the whole byte and must mask the version away. Shifting
+# first and masking with 60 (`0b111100`, that is 15 × 4) gives
+# `(byte & 15) * 4` in two instructions. The mask is the C semantics of the
+# bitfield; clang knows nothing of the verifier. The verifier benefits all
+# the same: it tracks the value after the `&` as a number from 0 to 60, which
+# is what lets it accept a packet pointer moved by that variable amount, once
+# the bounds check that follows has been passed.
 #
 # Now let BCC load it, and ask `bpftool` what the kernel holds:
 
@@ -579,6 +589,72 @@ with load(clang_code, ProgType.XDP, name="ch03_clang") as prog:
 bcc_prog.close()
 
 # %% [markdown]
+# ## 3.11 Calling other BPF code: functions and tail calls
+#
+# Two instructions run BPF code that is not inline in the program.
+#
+# A **BPF-to-BPF call** is a `call` whose `src` field is 1
+# (`BPF_PSEUDO_CALL`): `imm` is not a helper number but the distance, in
+# instructions, to a function in the same program. The callee gets its
+# arguments in R1 to R5 and its own stack frame (all frames of a call chain
+# share the 512-byte limit), returns in R0, and the
+# caller continues. Clang emits these for C functions it does not inline.
+# Here `double(x)` is called with 20:
+
+# %%
+def call_local(offset: int) -> Insn:
+    """Call the BPF function `offset` instructions after the next one."""
+    return Insn(JMP | JMP_OPS["call"], 0, PSEUDO_CALL, 0, offset)
+
+
+with_function = [
+    mov(R1, 20),
+    call_local(2),              # to instruction 1 + 1 + 2 = 4
+    add(R0, 1),                 # back here with R0 = double(20)
+    exit_(),
+    # double(r1): a second function, with its own frame
+    mov(R0, R1),
+    add(R0, R1),
+    exit_(),
+]
+print(listing(with_function))
+with load(with_function, ProgType.SOCKET_FILTER, name="ch03_bpf2bpf") as prog:
+    print("2 * 20 + 1 =", prog.test_run(PACKET).retval)
+
+# %% [markdown]
+# A **tail call** is the helper `bpf_tail_call(ctx, prog_array, index)`. It
+# looks up a program in a map of type `PROG_ARRAY` and *jumps* to it: the
+# target runs with the same context and replaces the caller, which never
+# gets control back. If the slot is empty, the helper returns and the caller
+# goes on. Below, the caller returns 1 unless the tail call happens, and the
+# target returns 2:
+
+# %%
+jump_table = RawMap(MapType.PROG_ARRAY, 4, 4, 4, name="ch03_jumps")
+target = load([mov(R0, 2), exit_()], ProgType.SOCKET_FILTER, name="ch03_target")
+caller = [
+    # R1 still holds the context, as the tail call needs it
+    ld_map_fd(R2, jump_table.fd),
+    mov(R3, 0),                 # index 0
+    call("tail_call"),          # does not return if slot 0 holds a program
+    mov(R0, 1),
+    exit_(),
+]
+with load(caller, ProgType.SOCKET_FILTER, name="ch03_caller") as prog:
+    print("slot 0 empty:  returns", prog.test_run(PACKET).retval)
+    jump_table.update((0).to_bytes(4, sys.byteorder), target.fd.to_bytes(4, sys.byteorder))
+    print("slot 0 filled: returns", prog.test_run(PACKET).retval)
+target.close()
+jump_table.close()
+
+# %% [markdown]
+# Writing the map from user space changed what the attached caller does, with
+# no reload: that is how tools swap parts of a packet pipeline at run time,
+# split one program into stages too large for the verifier together, or
+# dispatch on a protocol number. A chain may hold at most 33 tail calls, and
+# only programs of the same type can be in one `PROG_ARRAY`.
+
+# %% [markdown]
 # ## Recap
 #
 # * eBPF is a register machine: R0 result, R1-R5 arguments (clobbered by
@@ -593,6 +669,8 @@ bcc_prog.close()
 #   bounds check, map lookups a NULL check, registers a value before use.
 # * What runs is the verifier's rewrite of your code: compare `dump_func()`
 #   with `bpftool prog dump xlated`.
+# * A BPF-to-BPF call (`call` with `src` = 1) returns to its caller; a tail
+#   call (`bpf_tail_call` through a `PROG_ARRAY`) replaces the caller.
 #
 # **Questions to test yourself**
 #
@@ -602,8 +680,45 @@ bcc_prog.close()
 #    without writing them first?
 # 3. Why does the verifier need `if r3 > r2 goto` *before* a packet load,
 #    and why is the same check not needed for a stack load?
-# 4. The loop in 3.5 costs the verifier four instructions per iteration.
-#    What happens at n = 300 000, and what would you do instead?
+# 4. The loop in 3.5 costs the verifier three instructions per iteration,
+#    plus three. What happens at n = 300 000, at n = 400 000, and what would
+#    you do instead?
+# 5. A tail call and a BPF-to-BPF call both run another piece of BPF code.
+#    Which one comes back, and which one can be replaced while the caller
+#    keeps running?
+#
+# <details><summary>Answers (click to open)</summary>
+#
+# 1. The `imm` field is a signed 32-bit number, in which `0xffffffff` is -1,
+#    and a 64-bit `mov` sign-extends it: R0 would be `0xffffffffffffffff`
+#    (our assembler refuses to encode it, rather than silently give you
+#    that). To get 4294967295: a 32-bit `mov32(R0, -1)`, since 32-bit
+#    operations set the upper half to zero, or a two-slot `ld_imm64`, which
+#    carries all 64 bits.
+# 2. R0 (the result: a pointer to the value, or NULL, which you must test
+#    before dereferencing), R6 to R9 (callee-saved: they keep what you put
+#    in them), and R10 (the frame pointer). R1 to R5 are clobbered by the
+#    call: the verifier marks them unreadable until written.
+# 3. Packet data has a length known only at run time: the verifier tracks
+#    the packet pointer's offset, and allows a load only when a comparison
+#    with `data_end` has proved, on that path, that the bytes exist. The
+#    stack has a fixed size (512 bytes) and R10 a fixed meaning, so the
+#    verifier checks a stack access's offset at load time; it also checks
+#    that the slot was written before it is read.
+# 4. 3 × 300 000 + 3 = 900 003 processed instructions: under the limit of
+#    one million, so the program loads (after a long verification). At
+#    n = 400 000 it would be 1 200 003, and the load fails ("BPF program is
+#    too large"). Instead: the `bpf_loop()` helper (5.17+), whose callback is
+#    verified once whatever the count; the closed-form n(n+1)/2 here; or
+#    move the work out of the program.
+# 5. A BPF-to-BPF call returns to its caller, like a C function call (with
+#    its own stack frame, at most 8 frames deep). A tail call never comes
+#    back: it replaces the running program with another, reusing its stack
+#    frame, at most 33 times in a chain. Because the target is looked up in
+#    a `PROG_ARRAY` map at run time, user space can swap it by writing
+#    the map while the caller stays attached and running; a BPF-to-BPF
+#    callee is part of the caller's own program and changes only with it.
+# </details>
 #
 # ## Labs
 #
