@@ -94,6 +94,7 @@ class HeadersStatus:
     records: int = 0
     wrong: list[str] = field(default_factory=list)      # mismatches in usable structs
     wrong_structs: list[str] = field(default_factory=list)
+    skipped_headers: list[str] = field(default_factory=list)   # do not compile here: not audited
     repaired: list[str] = field(default_factory=list)   # structs rewritten from BTF
     poisoned: list[str] = field(default_factory=list)   # structs made unusable
     btf_id: str = ""
@@ -116,6 +117,8 @@ class HeadersStatus:
             text += f"; {len(self.repaired)} structs repaired from BTF"
         if self.poisoned:
             text += f"; {len(self.poisoned)} unusable ({', '.join(self.poisoned)})"
+        if self.skipped_headers:
+            text += f"; not compiling here, so not audited: {', '.join(self.skipped_headers)}"
         return text
 
 
@@ -243,6 +246,7 @@ def verify(tree: Path, origin: str = "", source: str = "",
     try:
         full = layouts.audit(compile_flags(tree), kernel_btf())
         st.members, st.records = full.members, full.records
+        st.skipped_headers = full.skipped_headers
         bad = [m for m in full.mismatches if m.record not in st.poisoned]
         st.wrong = [str(m) for m in bad]
         st.wrong_structs = sorted({m.record for m in bad})

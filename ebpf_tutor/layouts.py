@@ -56,6 +56,7 @@ class Audit:
     records: int = 0
     members: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    skipped_headers: list[str] = field(default_factory=list)   # do not compile in this tree
 
     @property
     def wrong_records(self) -> list[str]:
@@ -76,10 +77,12 @@ def clang_include() -> str:
     return str(Path(r.stdout.strip(), "include"))
 
 
-def compile_probe(flags: list[str], body: list[str], emit: bool) -> tuple[str, str]:
-    """Compile the header set followed by `body` for the host target (as BCC's
-    front end parses kernel headers). Returns (LLVM IR or "", diagnostics)."""
-    lines = [f"#include <{h}>" for h in HEADER_SET] + body
+def compile_probe(flags: list[str], body: list[str], emit: bool,
+                  headers: list[str] | None = None) -> tuple[str, str]:
+    """Compile the header set (or `headers`) followed by `body` for the host
+    target (as BCC's front end parses kernel headers). Returns (LLVM IR or "",
+    diagnostics). The body starts on line len(headers) + 1."""
+    lines = [f"#include <{h}>" for h in (HEADER_SET if headers is None else headers)] + body
     with tempfile.TemporaryDirectory(prefix="ebt-layout-") as tmp:
         src = Path(tmp, "layout.c")
         src.write_text("\n".join(lines) + "\n")
@@ -99,15 +102,33 @@ def _errors_by_line(stderr: str, first_line: int) -> dict[int, str]:
     return out
 
 
-def defined_records(flags: list[str], names: list[str]) -> set[str]:
-    """Which of `names` the header set defines completely."""
+def _header_errors(err: str) -> list[re.Match]:
+    return [m for m in _ERROR.finditer(err) if not m["file"].endswith("layout.c")]
+
+
+def usable_headers(flags: list[str]) -> tuple[list[str], list[str]]:
+    """The headers of the set that compile in this tree, and those that do
+    not (a kernel older or newer than the set was chosen for): the audit
+    covers the first; a program including one of the others gets the
+    compiler's own error."""
+    _, err = compile_probe(flags, [], emit=False)
+    if not _header_errors(err):
+        return list(HEADER_SET), []
+    good, bad = [], []
+    for h in HEADER_SET:
+        _, err = compile_probe(flags, [], emit=False, headers=good + [h])
+        (bad if _header_errors(err) else good).append(h)
+    return good, bad
+
+
+def defined_records(flags: list[str], names: list[str], headers: list[str]) -> set[str]:
+    """Which of `names` the `headers` define completely."""
     body = [f"unsigned long ebt_{i} = sizeof({n});" for i, n in enumerate(names)]
-    _, err = compile_probe(flags, body, emit=False)
-    header_errors = [m for m in _ERROR.finditer(err) if not m["file"].endswith("layout.c")]
-    if header_errors:
-        first = header_errors[0]
+    _, err = compile_probe(flags, body, emit=False, headers=headers)
+    if _header_errors(err):
+        first = _header_errors(err)[0]
         raise LayoutCompileError(f"{first['file']}:{first['line']}: {first['msg']}")
-    bad = _errors_by_line(err, len(HEADER_SET))
+    bad = _errors_by_line(err, len(headers))
     return {n for i, n in enumerate(names) if (i + 1) not in bad}
 
 
@@ -116,7 +137,10 @@ def audit(flags: list[str], btf: Btf, only: set[str] | None = None) -> Audit:
     defines (or just those in `only`) with BTF."""
     btf_records = btf.named_records()
     names = sorted(btf_records if only is None else set(btf_records) & only)
-    defined = sorted(defined_records(flags, names))
+    headers, skipped = usable_headers(flags)
+    if not headers:
+        raise LayoutCompileError("none of the header set compiles in this tree")
+    defined = sorted(defined_records(flags, names, headers))
     # one probe line per (record, member): its size first, then its members
     probes: list[tuple[str, str]] = []
     for rec in defined:
@@ -128,18 +152,18 @@ def audit(flags: list[str], btf: Btf, only: set[str] | None = None) -> Audit:
     body = [(f"const unsigned long ebt_{i} = sizeof({rec});" if not m else
              f"const unsigned long ebt_{i} = __builtin_offsetof({rec}, {m});")
             for i, (rec, m) in enumerate(probes)]
-    ir, err = compile_probe(flags, body, emit=False)
-    missing = _errors_by_line(err, len(HEADER_SET))
+    ir, err = compile_probe(flags, body, emit=False, headers=headers)
+    missing = _errors_by_line(err, len(headers))
     keep = [p for i, p in enumerate(probes) if (i + 1) not in missing]
     body = [(f"const unsigned long ebt_{i} = sizeof({rec});" if not m else
              f"const unsigned long ebt_{i} = __builtin_offsetof({rec}, {m});")
             for i, (rec, m) in enumerate(keep)]
-    ir, err = compile_probe(flags, body, emit=True)
+    ir, err = compile_probe(flags, body, emit=True, headers=headers)
     if not ir:
         raise LayoutCompileError(err.strip().splitlines()[-1] if err.strip() else "clang failed")
     values = {int(i): int(v) for i, v in re.findall(r"^@ebt_(\d+) = .*? i64 (\d+)", ir, re.M)}
     got = {p: values.get(i) for i, p in enumerate(keep)}
-    result = Audit(records=len(defined))
+    result = Audit(records=len(defined), skipped_headers=skipped)
     for rec in defined:
         layouts = btf_records[rec]
         candidates = [{"": t.size_or_type, **btf.flat_members(t)} for t in layouts]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Collection
 
 from .btf import VMLINUX
-from .layouts import HEADER_SET, compile_probe
+from .layouts import HEADER_SET, compile_probe, usable_headers
 
 POISON_MARK = "ebpf-tutor: layout differs from this kernel's BTF"
 _DIAG = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): (?P<kind>error|note): (?P<msg>.*)$",
@@ -90,13 +90,15 @@ def _add_block(block: list[str], defs: dict[str, str], order: dict[str, int]) ->
 
 
 # ------------------------------------------------------------ locating --
-def locate(flags: list[str], records: list[str]) -> dict[str, tuple[Path, int, int]]:
+def locate(flags: list[str], records: list[str],
+           headers: list[str] | None = None) -> dict[str, tuple[Path, int, int]]:
     """Where the tree defines each record: (file, line, column of its name),
     as clang reports it when the record is defined a second time."""
+    headers = HEADER_SET if headers is None else headers
     body = [f"{rec} {{ int ebt_redefined; }};" for rec in records]
-    _, err = compile_probe(flags, body, emit=False)
+    _, err = compile_probe(flags, body, emit=False, headers=headers)
     found: dict[str, tuple[Path, int, int]] = {}
-    first = len(HEADER_SET)
+    first = len(headers)
     diags = list(_DIAG.finditer(err))
     for i, d in enumerate(diags):
         if d["kind"] == "error" and d["file"].endswith("layout.c") and "redefinition" in d["msg"]:
@@ -315,7 +317,8 @@ def repair(tree_flags: list[str], wrong: list[str], log: Callable[[str], None] =
     """Rewrite the wrong records from BTF; poison those that do not fit
     (and those in `poison`, which tests use to poison a struct on purpose)."""
     defs, order = btf_definitions()
-    where = locate(tree_flags, wrong)
+    headers, _ = usable_headers(tree_flags)
+    where = locate(tree_flags, wrong, headers)
     editor = TreeEditor()
     result = RepairResult()
     for rec in wrong:
@@ -333,7 +336,7 @@ def repair(tree_flags: list[str], wrong: list[str], log: Callable[[str], None] =
         editor.add(path, Edit(rec, span[0], span[3], "" if rec in poison else defs.get(rec, "")))
     for result.rounds in range(1, max_rounds + 1):
         editor.write(defs, order)
-        _, err = compile_probe(tree_flags, [], emit=False)
+        _, err = compile_probe(tree_flags, [], emit=False, headers=headers)
         errors = [d for d in _DIAG.finditer(err) if d["kind"] == "error"]
         if not errors:
             break

@@ -112,3 +112,18 @@ def test_status_is_cached_by_btf_identity(verified):
     st = headers._read_status(Path(verified.path))
     assert st is not None and st.btf_id == headers.btf_identity() and st.recipe == headers.RECIPE
     assert st.members == verified.members > 0
+
+
+def test_a_header_that_does_not_compile_is_left_out_not_fatal(verified, tmp_path):
+    """On a kernel where one header of the set does not compile, the audit
+    covers the others and names the one it left out."""
+    tree = copy_tree(Path(verified.path), tmp_path / "tree")
+    broken = tree / "include/net/tcp_states.h"
+    broken.write_text(broken.read_text() + "\n#error ebpf-tutor test: this header is broken\n")
+    flags = headers.compile_flags(tree)
+    good, bad = layouts.usable_headers(flags)
+    # it, and the headers that include it (linux/tcp.h, net/sock.h...), are left out
+    assert "net/tcp_states.h" in bad and {"linux/tcp.h", "net/tcp.h"} <= set(bad)
+    assert {"linux/sched.h", "linux/fs.h"} <= set(good)
+    a = layouts.audit(flags, kernel_btf(), only={"struct task_struct", "struct file"})
+    assert a.skipped_headers == bad and a.records == 2 and not a.mismatches
