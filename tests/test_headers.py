@@ -5,17 +5,9 @@ from pathlib import Path
 import pytest
 
 from ebpf_tutor import headers
-from tests.test_layouts import copy_tree, shift
+from tests.test_layouts import copy_tree, shift, verified  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(not headers.VMLINUX.exists(), reason="kernel has no BTF")
-
-
-@pytest.fixture(scope="module")
-def verified():
-    try:
-        return headers.ensure(log=lambda *_: None, prepare=False)
-    except headers.HeadersError as e:
-        pytest.skip(f"no prepared headers on this machine: {e}")
 
 
 def test_verified_tree_matches_btf(verified):
