@@ -540,7 +540,7 @@ with Program(PRINTK, cflags=[f"-DNOTEBOOK_PID={os.getpid()}"]) as prog:
 #   its output is not checked).
 # * **At most three arguments** (`bpf_trace_vprintk`, Linux 5.16, takes
 #   more), formatted into text in the kernel at every call: slow on a hot
-#   path. (Kernels before 6.2 also took a global lock for it.) The kernel
+#   path. (Kernels from before 2023 also took a global lock for it.) The kernel
 #   even prints a warning banner in the log the first time a program using
 #   it is loaded.
 # * **Text**, which user space must parse back.

@@ -806,6 +806,7 @@ with Program(HEATMAP.replace("TARGET_PID", str(child.pid))) as prog:
                          columns=["window", "slot", "count"])
 grid = cells.pivot_table(index="slot", columns="window", values="count", aggfunc="sum",
                          fill_value=0)
+grid = grid.reindex(range(grid.index.min(), grid.index.max() + 1), fill_value=0)  # no gaps
 
 # %% tags=["nbval-ignore-output"]
 fig, ax = plt.subplots(figsize=(7, 3))
