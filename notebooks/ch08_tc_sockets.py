@@ -67,14 +67,20 @@
 
 # %%
 import ctypes as ct
+import json
+import os
+import re
 import socket
+import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ebpf_tutor import Program, flows, net, packets, tc
+from ebpf_tutor import Program, bpfsys, flows, net, packets, tc
 
 # %% [markdown]
 # ## 8.2 A first program, both directions
@@ -150,6 +156,87 @@ for (direction, proto), n in sorted(seen.items()):
 # * pyroute2 0.9's blocking API runs an asyncio loop of its own, which
 #   collides with Jupyter's; every netlink call of the helpers goes through
 #   `net.netlink()`, which runs it on a thread of its own.
+
+# %% [markdown]
+# ### The same with the standard tools
+#
+# What `tc.attach` does is what the `tc` command does. Compiled by clang
+# into an object file (a `SEC("tc")` function, maps in `.maps`, as libbpf
+# expects), a program goes on an interface in three commands: add the
+# `clsact` qdisc, add a `bpf` filter in direct-action mode (`da`) on a
+# hook, and look. The cells run them inside the sandbox's namespace
+# (`tc -n <netns>`); on your own machine you would drop `-n`.
+
+# %%
+TC_COUNT_C = r"""
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} sent SEC(".maps");
+
+SEC("tc")
+int tc_count(struct __sk_buff *skb)
+{
+    __u32 zero = 0;
+    __u64 *n = bpf_map_lookup_elem(&sent, &zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+workdir = Path(tempfile.mkdtemp(prefix="ebt-ch08-"))
+(workdir / "tc_count.bpf.c").write_text(TC_COUNT_C)
+
+
+def shell(cmd: str, **shown_as: str) -> str:
+    """Run one shell command in workdir; print it with the sandbox's names
+    replaced by <placeholders>, and return its output."""
+    shown = cmd
+    for placeholder, real in shown_as.items():
+        shown = shown.replace(real, f"<{placeholder}>")
+    print("$", shown)
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=workdir)
+    if r.returncode:
+        print(r.stdout + r.stderr)
+    return r.stdout
+
+
+shell("clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu "
+      "-c tc_count.bpf.c -o tc_count.bpf.o")
+print("tc_count.bpf.o written:", (workdir / "tc_count.bpf.o").exists())
+
+# %%
+with net.VethPair(quiet=True) as lab:
+    ns, dev = lab.ns["a"], lab.ifname["a"]
+    shell(f"tc -n {ns} qdisc add dev {dev} clsact", netns=ns)
+    shell(f"tc -n {ns} filter add dev {dev} egress bpf da obj tc_count.bpf.o sec tc", netns=ns)
+    listed = shell(f"tc -n {ns} filter show dev {dev} egress", netns=ns)
+    print("  ", re.sub(r" tag \w+", "", listed.splitlines()[-1]).strip())
+    shown = shell(f"ip netns exec {ns} bpftool net show dev {dev}", netns=ns)
+    print("  ", re.sub(r"\(\d+\)", "(<ifindex>)", re.search(r"veth-a.*", shown).group(0)))
+    flows.icmp_echo(ns, lab.ip_b, 3)
+    prog_id = json.loads(shell(f"ip netns exec {ns} bpftool -j net show dev {dev}",
+                               netns=ns))[0]["tc"][0]["id"]
+    map_id = json.loads(shell(f"bpftool -j prog show id {prog_id}",
+                              **{"prog id": str(prog_id)}))["map_ids"][0]
+    dump = json.loads(shell(f"bpftool -j map dump id {map_id}", **{"map id": str(map_id)}))
+    print("   sent[0] =", dump[0]["formatted"]["value"], "(the 3 echo requests that left a)")
+    shell(f"tc -n {ns} qdisc del dev {dev} clsact", netns=ns)
+    print("   filters left:", shell(f"tc -n {ns} filter show dev {dev} egress", netns=ns) or "none")
+
+# %% [markdown]
+# `tc` loaded the object, attached it, and exited; the filter kept the
+# program alive and counting. Deleting the `clsact` qdisc removed both
+# hooks' filters at once. Nothing here is specific to the course: the same
+# commands work on any interface of any machine (mind which one you pick).
 
 # %% [markdown]
 # ## 8.3 The context: `struct __sk_buff`
@@ -301,9 +388,13 @@ print("without fixing the checksum:", reflect_pings(""))
 # request. Without it, the replies still arrive (the program ran 3 times),
 # but `a`'s kernel counts 3 checksum errors and throws them away. UDP and
 # TCP are subtler: on a veth, locally sent packets usually carry a checksum
-# "to be completed later" (`CHECKSUM_PARTIAL`), and `bpf_l4_csum_replace`
-# knows to leave those alone. Always call it; it does the right thing either
-# way.
+# "to be completed later" (`CHECKSUM_PARTIAL`): the field holds only the
+# sum of the pseudo-header, and the rest is summed over the bytes as they
+# are when it is completed. `bpf_l4_csum_replace` knows it: on such a packet
+# it adjusts the field only for a change the pseudo-header covers (an
+# address, `BPF_F_PSEUDO_HDR`), and on a complete checksum it adjusts for
+# any change (`inet_proto_csum_replace4()` in `net/core/utils.c`). Always
+# call it; it does the right thing either way.
 
 # %% [markdown]
 # ## 8.5 Queues: policing, shaping, and what this kernel has
@@ -672,6 +763,95 @@ pd.DataFrame({mode: {"MB/s": TOTAL / r["seconds"] / 1e6, "bytes on lo": r["loopb
 # no map at all.
 
 # %% [markdown]
+# ## 8.9 tcx: the same hooks, owned by a link
+#
+# Since Linux 6.6 the two hooks of `clsact` have a second front door,
+# **tcx**: no qdisc and no filter, just programs in an ordered list per
+# hook, attached with the `bpf()` system call. Attached through a **link**
+# (`BPF_LINK_CREATE` with attach type `BPF_TCX_INGRESS` or
+# `BPF_TCX_EGRESS`), a program stays exactly as long as the link does: the
+# link is a file descriptor, and when the last reference to it goes (the
+# process closes it or exits, and nobody pinned it), the program is
+# detached. That is the lifetime of a libbpf skeleton's attachment, and the
+# opposite of a `tc` filter, which outlives everything until someone
+# deletes it (section 8.2).
+#
+# | attached with | held by | detached when |
+# |---|---|---|
+# | `tc filter ... bpf da` (netlink) | the filter, on the interface | the filter, the qdisc or the interface is deleted |
+# | tcx link (`BPF_LINK_CREATE`) | the link's file descriptors and pins | the last one is closed, or `bpf_link_detach` |
+#
+# BCC 0.26, libbpf 1.1 and bpftool 7.1 (Debian 12) predate tcx; the kernel
+# decides whether it exists. So the cell makes the system call itself: a
+# `union bpf_attr` whose first fields are the program, the interface index,
+# the attach type and flags. The interface index is read in the namespace
+# of the calling thread, so the call runs inside the sandbox.
+
+# %%
+class LinkCreateAttr(ct.Structure):
+    """The start of union bpf_attr for BPF_LINK_CREATE (the rest stays zero)."""
+    _fields_ = [("prog_fd", ct.c_uint32), ("target_ifindex", ct.c_uint32),
+                ("attach_type", ct.c_uint32), ("flags", ct.c_uint32),
+                ("relative_fd", ct.c_uint32), ("_pad", ct.c_uint32),
+                ("expected_revision", ct.c_uint64), ("_rest", ct.c_uint8 * 32)]
+
+
+BPF_LINK_CREATE, BPF_TCX_EGRESS = 28, 47
+libc = ct.CDLL(None, use_errno=True)
+SYS_bpf = bpfsys.syscall_number("bpf")                # 321 on x86-64
+
+
+def tcx_attach(prog_fd: int, ns: str, ifindex: int) -> int:
+    """Attach a SCHED_CLS program to the tcx egress hook; returns the link fd."""
+    attr = LinkCreateAttr(prog_fd=prog_fd, target_ifindex=ifindex, attach_type=BPF_TCX_EGRESS)
+    with net.inside(ns):
+        fd = libc.syscall(SYS_bpf, BPF_LINK_CREATE, ct.byref(attr), ct.sizeof(attr))
+    if fd < 0:
+        raise OSError(ct.get_errno(), os.strerror(ct.get_errno()))
+    return fd
+
+
+TCX_COUNT = r"""
+BPF_ARRAY(sent, u64, 1);
+int tcx_count(struct __sk_buff *skb) {
+    sent.increment(0);
+    return 0;                                          /* TCX_PASS, same value as TC_ACT_OK */
+}
+"""
+
+# %%
+with net.VethPair(quiet=True) as lab, Program(TCX_COUNT) as prog:
+    ns = lab.ns["a"]
+    prog_fd = tc.load(prog, "tcx_count").fd
+    try:
+        link_fd = tcx_attach(prog_fd, ns, lab.ifindex("a"))
+    except OSError as e:
+        link_fd = None
+        print(f"tcx is not available on this kernel ({e.strerror}): only tc filters here")
+    if link_fd is not None:
+        prog_id = tc.prog_id(prog_fd)
+        links = json.loads(subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True,
+                                          text=True).stdout)
+        ours = [ln for ln in links if ln.get("prog_id") == prog_id]
+        print("bpftool link show: a link for our program, of type", ours[0]["type"])
+        flows.icmp_echo(ns, lab.ip_b, 3)
+        print("while the link is open, pings counted:", prog["sent"][0].value)
+        os.close(link_fd)                              # the last reference to the link
+        time.sleep(0.1)
+        flows.icmp_echo(ns, lab.ip_b, 3)
+        print("after closing it, pings counted:     ", prog["sent"][0].value)
+
+# %% [markdown]
+# Three pings were counted while the link was open; after `close()`, three
+# more pings left and the count did not move: the program was detached with
+# its last link reference, though the program itself was still loaded.
+# Debian 12's bpftool 7.1 shows the link only by number (`type 11`,
+# `BPF_LINK_TYPE_TCX`) and its `net show` does not list tcx programs;
+# newer versions name the type and list them. To keep a tcx program
+# attached after its loader exits, pin the link (`bpf_link__pin` in
+# libbpf, which also has `bpf_program__attach_tcx` since version 1.3).
+
+# %% [markdown]
 # ## Recap
 #
 # * TC programs run where the `sk_buff` exists: ingress after XDP, egress
@@ -688,6 +868,9 @@ pd.DataFrame({mode: {"MB/s": TOTAL / r["seconds"] / 1e6, "bytes on lo": r["loopb
 #   ignored where `fq` is missing, as on this course's CI kernel.
 # * Socket filters choose what one socket sees; SOCKMAP programs move data
 #   between sockets without the TCP/IP stack.
+# * The same hooks without a qdisc: tcx (6.6+). A tcx link detaches its
+#   program when its last file descriptor closes; a `tc` filter stays until
+#   someone deletes it.
 #
 # **Questions to test yourself**
 #
