@@ -104,6 +104,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ebpf_tutor import Program, doctor, table_df
+from ebpf_tutor.net import VethPair
 
 # %% [markdown]
 # ## 1.4 What can this machine do?
@@ -329,12 +330,44 @@ print("still loaded" if gone.returncode == 0 else "gone: bpftool no longer knows
 # So a tracepoint program that BCC attached dies with the Python process
 # that loaded it. An XDP program, a tc filter or a cgroup program attached the
 # classic way does **not**: it keeps running after its loader exits, until
-# someone detaches it. (We checked it here: a child process attached one of
-# each to a sandbox veth and a scratch cgroup, then exited without cleaning
-# up; `bpftool net` and `bpftool cgroup show` still listed all three, while
-# its tracepoint program was gone.) That is why Chapters 7 to 9 detach
-# everything in `with` blocks, and why links were invented: an attachment that
-# is owned by a file descriptor cannot outlive its tool by accident.
+# someone detaches it.
+#
+# See it happen. A child process loads two programs, attaches one to a
+# tracepoint and the other as XDP on a veth inside a private network
+# namespace (a sandbox of the course, Chapter 7), then exits without cleaning
+# up:
+
+# %%
+CHILD = '''
+import sys
+from ebpf_tutor import Program, xdp
+prog = Program("""
+int ch01_xdp(struct xdp_md *ctx) { return XDP_PASS; }
+int ch01_tp(void *ctx) { return 0; }
+""")
+prog.attach_tracepoint(tp="syscalls:sys_enter_getppid", fn_name="ch01_tp")
+xdp.attach(prog, "ch01_xdp", sys.argv[1], sys.argv[2], allow_foreign=True)
+'''
+
+with VethPair() as sandbox:
+    subprocess.run([sys.executable, "-c", CHILD, sandbox.ns["a"], sandbox.ifname["a"]],
+                   check=True, capture_output=True)
+    print("the child has exited; still loaded:",
+          sorted(p["name"] for p in bpftool("prog", "show") if p.get("name") in ("ch01_xdp", "ch01_tp")))
+    net = subprocess.run(["ip", "netns", "exec", sandbox.ns["a"], "bpftool", "-j", "net"],
+                         capture_output=True, text=True, check=True)
+    print("bpftool net in the sandbox:", [(x["devname"], x["mode"]) for x in json.loads(net.stdout)[0]["xdp"]])
+deadline = time.monotonic() + 10          # the kernel frees it a moment later (RCU)
+while loaded("ch01_xdp") and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("after the sandbox's veth is gone, ch01_xdp is loaded:", bool(loaded("ch01_xdp")))
+
+# %% [markdown]
+# The tracepoint program died with the child's file descriptors; the XDP
+# program stayed attached, and loaded, until its interface was deleted. That
+# is why Chapters 7 to 9 detach everything in `with` blocks, and why links
+# were invented: an attachment owned by a file descriptor cannot outlive its
+# tool by accident.
 
 # %% [markdown]
 # ## 1.9 When the kernel says no
