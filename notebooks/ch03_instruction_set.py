@@ -41,8 +41,9 @@
 # | R10 | frame pointer, read-only: the 512-byte stack lies just below it |
 #
 # A program is a list of instructions that ends in `exit`. It can call
-# *helpers* (kernel functions with a fixed number) and read and write
-# *maps*. The verifier tracks, for every register at every instruction, what
+# *helpers* (kernel functions with a fixed number) and, since Linux 5.13,
+# *kfuncs* (kernel functions exported to BPF, named in the `call` by their
+# BTF id, with `src` = 2), and read and write *maps*. The verifier tracks, for every register at every instruction, what
 # kind of value it holds (a number, a pointer to the stack, to the context,
 # to a packet, to a map value, or a pointer that may be NULL) and refuses any
 # access it cannot prove safe.
@@ -544,10 +545,11 @@ print(disasm(clang_code))
 # so clang loads the whole byte and must mask the version away. Shifting
 # first and masking with 60 (`0b111100`, that is 15 × 4) gives
 # `(byte & 15) * 4` in two instructions. The mask is the C semantics of the
-# bitfield; clang knows nothing of the verifier. The verifier benefits all
-# the same: it tracks the value after the `&` as a number from 0 to 60, which
-# is what lets it accept a packet pointer moved by that variable amount, once
-# the bounds check that follows has been passed.
+# bitfield; clang knows nothing of the verifier. The verifier, for its part,
+# tracks the result as an unknown number from 0 to 60 (a multiple of 4): the
+# packet pointer moved by it has a variable but bounded offset, and the
+# bounds check that follows (`r3 = r1; r3 += 1; if r3 > r2`) proves the ICMP
+# byte is inside the packet whatever the value.
 #
 # Now let BCC load it, and ask `bpftool` what the kernel holds:
 
