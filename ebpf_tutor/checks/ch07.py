@@ -47,6 +47,9 @@ def check_ddos(program: str) -> str:
                 xdp.attach(prog, "xdp_ddos", *lan.where("victim")), \
                 traffic.UdpSink(lan.ns["victim"], port) as sink:
             victim = lan.ip["victim"]
+            # the router must ask for the victim's MAC (ARP through the learner's program)
+            lan.run_in("router", ["ip", "neigh", "del", victim, "dev", lan.hub_if["victim"]],
+                       check=True)
 
             def flow(who: str, flow_id: int) -> traffic.UdpFlow:
                 return traffic.UdpFlow(lan.ns[who], victim, port, flow_id=flow_id)
@@ -79,7 +82,8 @@ def check_ddos(program: str) -> str:
            f"before any flood, only {low} of 10 low-rate packets arrived (attacker "
            f"{got.get(10, 0)}/5, legit {got.get(20, 0)}/5): your program drops normal traffic",
            "drop only what a source sends beyond RATE_LIMIT in its window; return XDP_PASS "
-           "for everything else (and for anything that is not IPv4)")
+           "for everything else, and for anything that is not IPv4: the router must reach the "
+           "victim with ARP first, and ARP goes through your program")
     flood = got.get(11, 0)
     expect(flood <= FLOOD // 5, "7.1",
            f"{_pct(flood, FLOOD)} flood packets reached the victim; with a limit of "

@@ -28,6 +28,8 @@
 #    low-rate packets arrive again: a rate limit, not a ban.
 #
 # Counts, not timings: the check is generous about how fast the flood goes.
+# The router does not know the victim's MAC address in advance: it asks
+# with ARP, and those requests cross your program too.
 
 # %% [markdown]
 # ## Background
