@@ -75,9 +75,11 @@ def test_quiet_link_carries_only_what_we_send():
 
 @needs_root
 def test_writer_workload_makes_exactly_its_writes(tmp_path):
-    """The 2.1 workload calls write() exactly N times, split over 1 or 2
-    threads. A launcher waits for a line before exec'ing it (exec keeps the
-    pid), so that a BPF program keyed by thread can be loaded first."""
+    """The 2.1 workload calls write() exactly N times: once in the main thread
+    before any other starts, then (N - 1) / threads per thread (with "pin",
+    each thread on its own CPU). A launcher waits for a line before exec'ing
+    it (exec keeps the pid), so that a BPF program keyed by thread can be
+    loaded first."""
     from ebpf_tutor import Program
     from ebpf_tutor.checks.ch02 import WRITER_C, compile_c
     binary = compile_c(WRITER_C, tmp_path / "ebtwriter", "-pthread")
@@ -93,14 +95,15 @@ def test_writer_workload_makes_exactly_its_writes(tmp_path):
         return 0;
     }
     """
-    for writes, threads in [(7, 1), (20, 2)]:
-        child = subprocess.Popen([str(launcher), str(writes), str(threads)],
+    for writes, threads, extra in [(7, 1, []), (21, 2, []), (2001, 2, ["pin"])]:
+        child = subprocess.Popen([str(launcher), str(writes), str(threads), *extra],
                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         with Program(by_thread, cflags=[f"-DTARGET={child.pid}"]) as prog:
             child.communicate(b"go\n", timeout=10)
             per_thread = sorted(v.value for v in prog["by_thread"].values())
         assert child.returncode == 0
-        assert per_thread == [writes // threads] * threads
+        each = (writes - 1) // threads
+        assert per_thread == sorted([each] * (threads - 1) + [each + 1])
 
 
 @needs_root
