@@ -833,7 +833,8 @@ with net.VethPair(quiet=True) as lab, Program(TCX_COUNT) as prog:
         links = json.loads(subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True,
                                           text=True).stdout)
         ours = [ln for ln in links if ln.get("prog_id") == prog_id]
-        print("bpftool link show: a link for our program, of type", ours[0]["type"])
+        print("bpftool link show: a tcx link for our program:",
+              len(ours) == 1 and ours[0]["type"] in (11, "tcx"))     # 11 = BPF_LINK_TYPE_TCX
         flows.icmp_echo(ns, lab.ip_b, 3)
         print("while the link is open, pings counted:", prog["sent"][0].value)
         os.close(link_fd)                              # the last reference to the link
