@@ -384,11 +384,26 @@ def _version_key(v: str) -> list:
     return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)]
 
 
+def _series(version: str) -> tuple[int, int]:
+    """(major, minor) of a Debian linux version such as 6.18.15-1~bpo13+1."""
+    m = re.match(r"(\d+)\.(\d+)", version)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def _nearest_series(listed: set[str], want: tuple[int, int]) -> list[str]:
+    """The versions of the series nearest to `want` (the older on a tie), newest first."""
+    series = sorted({_series(v) for v in listed},
+                    key=lambda s: (abs((s[0] - want[0]) * 1000 + s[1] - want[1]), s > want))
+    if not series:
+        return []
+    return sorted((v for v in listed if _series(v) == series[0]), key=_version_key, reverse=True)
+
+
 def _download_source(workdir: Path, log) -> Path:
     """Download the orig tarball of a Debian `linux` source of the running
     kernel's major.minor, with a temporary apt source list (the system's apt
     configuration is left alone)."""
-    major_minor = ".".join(release().split(".")[:2])
+    major_minor = os.environ.get("EBPF_TUTOR_SOURCE_SERIES") or ".".join(release().split(".")[:2])
     upstream = re.match(r"\d+\.\d+(\.\d+)?", release()).group(0)
     lists = workdir / "lists"
     (lists / "partial").mkdir(parents=True, exist_ok=True)
@@ -400,13 +415,22 @@ def _download_source(workdir: Path, log) -> Path:
     log(f"looking up Debian kernel sources for {major_minor} on {uri}")
     subprocess.run(["apt-get", *opts, "update", "-qq"], check=False, capture_output=True)
     shown = subprocess.run(["apt-cache", *opts, "showsrc", "linux"], capture_output=True, text=True)
-    versions = sorted({v for v in re.findall(r"^Version: (\S+)", shown.stdout, re.M)
-                       if v.startswith(major_minor + ".")}, key=_version_key, reverse=True)
+    listed = set(re.findall(r"^Version: (\S+)", shown.stdout, re.M))
+    versions = sorted({v for v in listed if v.startswith(major_minor + ".")},
+                      key=_version_key, reverse=True)
     # the exact upstream release first, then the newest of the same major.minor
     versions.sort(key=lambda v: not v.startswith(upstream + "-"))
     if not versions:
-        raise HeadersError(f"no Debian source package of linux {major_minor} is listed "
-                           f"in {', '.join(SOURCE_SUITES)}: install headers for this kernel, "
+        # No source of this series (a kernel newer than the distribution, say):
+        # the nearest series, older first; the audit and the repair from BTF
+        # then make its layouts this kernel's.
+        versions = _nearest_series(listed, _series(major_minor))
+        if versions:
+            log(f"no linux {major_minor} source is listed: using the nearest, "
+                "{}.{} (the audit will repair what differs)".format(*_series(versions[0])))
+    if not versions:
+        raise HeadersError(f"no Debian source package of linux is listed in "
+                           f"{', '.join(SOURCE_SUITES)}: install headers for this kernel, "
                            "or set BCC_KERNEL_SOURCE to a prepared tree")
     for v in versions:
         log(f"downloading linux {v} source (orig tarball)")

@@ -187,7 +187,10 @@ class TreeEditor:
         if i < 0 or j < 0:
             return False
         off = sum(len(x) + 1 for x in lines[:j])
-        self.functions.setdefault(path, {})[off] = message
+        marked = self.functions.setdefault(path, {})
+        if off in marked:
+            return False          # already marked: the error is not this function's
+        marked[off] = message
         return True
 
     def record_at(self, path: Path, line: int) -> str | None:
@@ -313,7 +316,7 @@ _NAMES_RECORD = re.compile(r"'((?:struct|union) \w+)'")
 
 
 def repair(tree_flags: list[str], wrong: list[str], log: Callable[[str], None] = print,
-           max_rounds: int = 8, poison: Collection[str] = ()) -> RepairResult:
+           max_rounds: int = 30, poison: Collection[str] = ()) -> RepairResult:
     """Rewrite the wrong records from BTF; poison those that do not fit
     (and those in `poison`, which tests use to poison a struct on purpose)."""
     defs, order = btf_definitions()

@@ -67,3 +67,11 @@ def test_generated_offsets_take_btf_values(tmp_path):
         f"#define TASK_threadsp {btf.member_offset('task_struct', 'thread.sp')} "
         "/* offsetof(struct task_struct, thread.sp) */",
         "#define NR_PAGEFLAGS 24 /* __NR_PAGEFLAGS */"]
+
+
+def test_nearest_series_when_the_running_one_has_no_source():
+    listed = {"6.16.3-1", "6.16.7-1", "6.17.2-1", "7.0.1-1", "6.19.1-1"}
+    assert headers._nearest_series(listed, (6, 18)) == ["6.17.2-1"]       # older on a tie
+    assert headers._nearest_series(listed, (6, 16)) == ["6.16.7-1", "6.16.3-1"]
+    assert headers._nearest_series(listed, (7, 2)) == ["7.0.1-1"]
+    assert headers._nearest_series(set(), (6, 18)) == []
