@@ -33,9 +33,11 @@
 #
 # * `prog.attach_perf_event(ev_type=PerfType.SOFTWARE,
 #   ev_config=PerfSWConfig.CPU_CLOCK, fn_name=..., sample_freq=99)` opens one
-#   CPU-clock perf event on each CPU, firing 99 times per second of CPU time,
-#   and runs your function each time with the registers of the interrupted
-#   task.
+#   CPU-clock perf event on each CPU, firing 99 times a second there, and
+#   runs your function each time with the registers of the interrupted task.
+#   A process is the interrupted task only while it runs, so it collects
+#   about 99 samples per second of CPU time it uses, not per second of wall
+#   time.
 # * `stacks.get_stackid(ctx, BPF_F_USER_STACK)` walks the interrupted user
 #   stack (following frame pointers), stores its return addresses in the
 #   `BPF_STACK_TRACE` map, and returns an id; identical stacks get the same
