@@ -44,7 +44,7 @@ def check_hello(program: str) -> str:
             seen: dict[str, int] = {}
             for k, v in prog["execs"].items():
                 text = _key_text(k)
-                seen[text] = seen.get(text, 0) + v.value
+                seen[text] = seen.get(text, 0) + (v.value if hasattr(v, "value") else sum(v))  # per-CPU: one per CPU
             stretch = ({_key_text(k): v.value for k, v in prog["last_pid"].items()}
                        if has_table(prog, "last_pid") else None)
     finally:

@@ -58,8 +58,11 @@
 #   inserts fails and its count is lost. The pattern with no gap is
 #   `lookup_or_try_init(&key, &zero)` (it inserts 0 if the key is missing,
 #   then returns a pointer to the value, whoever inserted it) followed by
-#   `__sync_fetch_and_add(pointer, 1)`. A per-CPU hash avoids the atomic
-#   instruction altogether (Chapter 2, §2.4).
+#   `__sync_fetch_and_add(pointer, 1)`. A per-CPU hash
+#   (`BPF_PERCPU_HASH`) avoids the atomic instruction altogether: each CPU
+#   adds to its own copy with a plain `*pointer += 1`, and the check sums the
+#   copies (Chapter 2, §2.4; there too, `increment()` never inserts a missing
+#   key: use `lookup_or_try_init`).
 
 # %%
 import subprocess
