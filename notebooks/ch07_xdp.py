@@ -86,6 +86,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ebpf_tutor.commands import shell_in
 from ebpf_tutor import Program, net, table_df, xdp
 
 # %% [markdown]
@@ -344,17 +345,7 @@ workdir = Path(tempfile.mkdtemp(prefix="ebt-ch07-"))
 (workdir / "xdp_count.bpf.c").write_text(XDP_COUNT_C)
 
 
-def shell(cmd: str, **shown_as: str) -> str:
-    """Run one shell command in workdir; print it with the sandbox's names
-    replaced by <placeholders>, and return its output."""
-    shown = cmd
-    for placeholder, real in shown_as.items():
-        shown = shown.replace(real, f"<{placeholder}>")
-    print("$", shown)
-    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=workdir)
-    if r.returncode:
-        print(r.stdout + r.stderr)
-    return r.stdout
+shell = shell_in(workdir)   # prints each command, returns its output
 
 
 shell("clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu "

@@ -75,6 +75,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ebpf_tutor.commands import shell_in
 from ebpf_tutor import Program
 from ebpf_tutor.bcc_import import BPF, bcc
 from ebpf_tutor.cgroup import ScratchCgroup, cgroup2_root, cgroup_of, libbpf
@@ -747,17 +748,7 @@ workdir = Path(tempfile.mkdtemp(prefix="ebt-ch09-"))
 (workdir / "connect.bpf.c").write_text(CONNECT_C)
 
 
-def shell(cmd: str, **shown_as: str) -> str:
-    """Run one shell command in workdir; print it with long paths replaced
-    by <placeholders>, and return its output."""
-    shown = cmd
-    for placeholder, real in shown_as.items():
-        shown = shown.replace(str(real), f"<{placeholder}>")
-    print("$", shown)
-    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, cwd=workdir)
-    if r.returncode:
-        print(r.stdout + r.stderr)
-    return r.stdout
+shell = shell_in(workdir)   # prints each command, returns its output
 
 
 shell("clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu "
