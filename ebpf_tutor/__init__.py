@@ -3,6 +3,8 @@
 Small modules, one concern each, all meant to be read:
 
 - headers  kernel headers for BCC, prepared if needed, checked against BTF
+- layouts  every struct of the header set compared with BTF, member by member
+- repair   structs that differ from BTF rewritten from it, or made unusable
 - btf      a small reader of the kernel's BTF type information
 - program  Program: BCC's BPF with readable errors and guaranteed cleanup
 - errors   compile / verifier / permission / transient errors, retry
@@ -27,6 +29,7 @@ Small modules, one concern each, all meant to be read:
 - bpfsys   the raw bpf() syscall: load, maps, BPF_PROG_TEST_RUN, tracepoint attach
 - packets  test packets (Ethernet, IPv4/6, UDP/TCP/ICMP) with checksums
 - pin      pinning maps under /sys/fs/bpf/ebpf-tutor and reading them back
+- commands clang, ip, tc and bpftool run from a notebook as a learner types them
 """
 from .doctor import doctor  # the function; binds over the submodule's name
 from .errors import (AttachError, BpfError, BpfPermissionError, CompileError,
