@@ -278,8 +278,8 @@ plt.tight_layout()
 # ## 6.4 Raw tracepoints
 #
 # A classic tracepoint program receives a *copy* of the event's fields,
-# formatted by the kernel into a record (the same record `trace_pipe` would
-# show). A **raw tracepoint** program receives the tracepoint's raw C
+# laid out by the kernel into a binary record (the one the `format` file
+# describes, from which `trace_pipe` prints its text). A **raw tracepoint** program receives the tracepoint's raw C
 # arguments instead, as an array of 64-bit values: `ctx->args[i]`. No
 # record is built, which makes it cheaper, but you get what the kernel
 # function passed: pointers to kernel structures that you must read
