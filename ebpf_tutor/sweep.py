@@ -1,18 +1,25 @@
-"""Remove what a killed run left behind: namespaces, cgroups and pins named
-after a process that no longer exists. Runs at the start of every test run
+"""Remove what a killed run left behind: namespaces, cgroups, pins and lab
+6.3's loop devices named after a process that no longer exists. Runs at the start of every test run
 and lab check; `ebpf-tutor sweep` runs it by hand."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 PIN_DIR = Path("/sys/fs/bpf/ebpf-tutor")
 
 
 def _pid_alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+    """A process that exists and is not a zombie (a killed lab 6.3 check stays
+    a zombie until the file system it froze is thawed)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 def owner_pid(name: str) -> int | None:
@@ -42,12 +49,45 @@ def sweep(everything: bool = False) -> list[str]:
             if everything or pid is None or not _pid_alive(pid):
                 cgroup.remove(d)
                 removed.append(f"cgroup {d}")
+    removed += _sweep_loop_devices(everything)
     if PIN_DIR.is_dir():
         for p in list(PIN_DIR.iterdir()):
             pid = owner_pid(p.name)
             if everything or pid is None or not _pid_alive(pid):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
                 removed.append(f"pin {p}")
+    return removed
+
+
+def _sweep_loop_devices(everything: bool) -> list[str]:
+    """Loop devices, and the frozen scratch file system under them, that a
+    killed lab 6.3 check left: their backing files live in ebt-<pid>-bio2-*."""
+    import subprocess
+    removed: list[str] = []
+    leftovers: dict[Path, list[str]] = {}
+    for f in Path("/sys/block").glob("loop*/loop/backing_file"):
+        backing = f.read_text().strip()
+        m = re.search(r"(.*/ebt-(\d+)-bio2-[^/]+)/", backing)
+        if m and (everything or not _pid_alive(int(m.group(2)))):
+            leftovers.setdefault(Path(m.group(1)), []).append(f"/dev/{f.parent.parent.name}")
+    for work, loops in leftovers.items():
+        mnt = work / "mnt"
+        subprocess.run(["fsfreeze", "--unfreeze", str(mnt)], capture_output=True)
+        outer = [d for d in loops if Path(f"/sys/block/{Path(d).name}/loop/backing_file")
+                 .read_text().strip() == str(work / "outer.img")]
+        # once thawed, the killed check's last thread finishes its write and
+        # lets go of the inner devices; the mount is busy until then
+        for _ in range(50):
+            for node in [d for d in loops if d not in outer]:
+                subprocess.run(["losetup", "--detach", node], capture_output=True)
+            if not os.path.ismount(mnt) or subprocess.run(["umount", str(mnt)],
+                                                          capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        for node in outer:
+            subprocess.run(["losetup", "--detach", node], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+        removed.append(f"loop devices {' '.join(loops)} of {work}")
     return removed
 
 

@@ -1,10 +1,13 @@
 """Sandboxes clean up after themselves, refuse foreign interfaces, and what a
 killed run leaves is swept by the next start."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +63,39 @@ def test_sweep_removes_what_a_killed_run_left():
     assert any(str(child.pid) in r for r in removed)
     left = leftovers()
     assert not any(str(child.pid) in n for n in left["netns"] + left["cgroups"])
+
+
+@needs_root
+def test_sweep_removes_the_loop_devices_of_a_killed_lab_6_3_check(tmp_path):
+    """Check 6.3 freezes a file system on loop devices it creates; a check
+    killed mid-way leaves them, named after its pid: sweep thaws and frees them."""
+    from ebpf_tutor.checks.ch06 import _scratch_dir
+    from ebpf_tutor.sweep import sweep
+    folder = _scratch_dir()
+    if folder is None or not shutil.which("fsfreeze"):
+        pytest.skip("no folder on a block device, or no fsfreeze")
+    code = textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        from ebpf_tutor.checks import ch06
+        def hang(*a, **k):          # B's read comes once A's write is held in flight
+            print("ready", flush=True)
+            time.sleep(60)
+        os.preadv = hang
+        ch06._same_sector_on_two_devices(Path({str(folder)!r}))
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    loops = subprocess.run(["losetup", "--list", "--noheadings", "-O", "NAME,BACK-FILE"],
+                           capture_output=True, text=True).stdout
+    assert f"ebt-{child.pid}-bio2-" in loops
+    child.send_signal(signal.SIGKILL)
+    while "\nState:\tZ" not in Path(f"/proc/{child.pid}/status").read_text():
+        time.sleep(0.01)          # its writer thread waits on the frozen file system
+    removed = sweep()
+    child.wait(10)
+    assert any(f"ebt-{child.pid}-bio2-" in r for r in removed), removed
+    loops = subprocess.run(["losetup", "--list", "--noheadings", "-O", "NAME,BACK-FILE"],
+                           capture_output=True, text=True).stdout
+    assert f"ebt-{child.pid}-bio2-" not in loops
+    assert not list(folder.glob(f"ebt-{child.pid}-bio2-*"))

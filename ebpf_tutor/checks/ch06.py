@@ -340,7 +340,7 @@ def _same_sector_on_two_devices(folder: Path) -> list[tuple[int, int, int, str]]
     flight, because the loop driver cannot write to a frozen file system.
     Meanwhile B reads the same sector and completes. Then the file system is
     thawed and A completes. Only files the check creates are touched."""
-    work = Path(tempfile.mkdtemp(prefix="ebt-bio2-", dir=folder))
+    work = Path(tempfile.mkdtemp(prefix=f"ebt-{os.getpid()}-bio2-", dir=folder))  # sweep knows it
     outer, mnt = work / "outer.img", work / "mnt"
     loops: list[str] = []
     mounted = frozen = False
