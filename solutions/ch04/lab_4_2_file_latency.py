@@ -112,7 +112,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat) {
     // TODO 3: if ns is not 0, count it in open_lat at slot bpf_log2l(ns)
     // BEGIN SOLUTION
     if (ns)
-        open_lat.increment(bpf_log2l(ns));
+        open_lat.atomic_increment(bpf_log2l(ns));
     // END SOLUTION
     return 0;
 }
@@ -122,7 +122,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_read) {
     // TODO 4: the same for read_lat
     // BEGIN SOLUTION
     if (ns)
-        read_lat.increment(bpf_log2l(ns));
+        read_lat.atomic_increment(bpf_log2l(ns));
     // END SOLUTION
     return 0;
 }
@@ -143,7 +143,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_read) {
 # thread id in the lower), `bpf_ktime_get_ns()`, and on a `BPF_HASH` the
 # calls `start.update(&tid, &ts)`, `start.lookup(&tid)` (a pointer, NULL when
 # there is no entry, and the verifier insists that you check it) and
-# `start.delete(&tid)`. A `BPF_HISTOGRAM` counts with `.increment(slot)`, and
+# `start.delete(&tid)`. A `BPF_HISTOGRAM` counts with `.atomic_increment(slot)` (`.increment` is a plain, racy `+=`), and
 # `bpf_log2l(ns)` gives the slot.
 # </details>
 # <details><summary>Hint 3</summary>
@@ -152,7 +152,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_read) {
 # return 0; u32 tid = id; u64 ts = bpf_ktime_get_ns(); start.update(&tid, &ts);`.
 # Exit (`elapsed_ns`): `u32 tid = bpf_get_current_pid_tgid(); u64 *tsp =
 # start.lookup(&tid); if (!tsp) return 0;`, then `ns = bpf_ktime_get_ns() -
-# *tsp; start.delete(&tid);`. Count: `if (ns) open_lat.increment(bpf_log2l(ns));`. Keep nanoseconds: dividing by 1000
+# *tsp; start.delete(&tid);`. Count: `if (ns) open_lat.atomic_increment(bpf_log2l(ns));`. Keep nanoseconds: dividing by 1000
 # puts most reads in slot 1 (0 or 1 µs), and the check rejects latencies
 # under 64 ns.
 # </details>

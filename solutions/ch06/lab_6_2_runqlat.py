@@ -102,7 +102,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
         return 0;
     u64 delta_us = (bpf_ktime_get_ns() - *tsp) / 1000;
     struct hist_key_t key = {.pid = pid, .slot = bpf_log2l(delta_us)};
-    dist.increment(key);
+    dist.atomic_increment(key);
     start.delete(&pid);
     // END SOLUTION
     return 0;
@@ -137,7 +137,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
 # <details><summary>Hint 4</summary>
 #
 # `struct hist_key_t key = {.pid = pid, .slot = bpf_log2l(delta_us)};` then
-# `dist.increment(key);` where `delta_us = (bpf_ktime_get_ns() - *tsp) / 1000`.
+# `dist.atomic_increment(key);` where `delta_us = (bpf_ktime_get_ns() - *tsp) / 1000`.
 # </details>
 
 # %% [markdown]

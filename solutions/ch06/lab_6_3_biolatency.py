@@ -98,7 +98,7 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
         return 0;
     u64 delta = bpf_ktime_get_ns() - *tsp;
     recent.update(&key, &delta);
-    dist.increment(bpf_log2l(delta / 1000));
+    dist.atomic_increment(bpf_log2l(delta / 1000));
     start.delete(&key);
     // END SOLUTION
     return 0;
@@ -122,7 +122,7 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
 # `bpf_ktime_get_ns()` is the clock. `start.update(&key, &ts)` at issue,
 # `start.lookup(&key)` at completion (NULL if the issue was missed: return),
 # `recent.update(&key, &delta)` with the latency in ns,
-# `dist.increment(bpf_log2l(...))` with the latency in µs,
+# `dist.atomic_increment(bpf_log2l(...))` with the latency in µs,
 # `start.delete(&key)`.
 # </details>
 #
@@ -139,7 +139,7 @@ TRACEPOINT_PROBE(block, block_rq_complete) {
 # The key, built the same way at both ends, `pad` zeroed by the initialiser:
 # `struct req_t key = {.dev = args->dev, .sector = args->sector};`. At
 # completion: `u64 delta = bpf_ktime_get_ns() - *tsp;`, then
-# `recent.update(&key, &delta);` and `dist.increment(bpf_log2l(delta / 1000));`.
+# `recent.update(&key, &delta);` and `dist.atomic_increment(bpf_log2l(delta / 1000));`.
 # </details>
 #
 # %% [markdown]

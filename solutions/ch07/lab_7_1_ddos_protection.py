@@ -116,7 +116,7 @@ int xdp_ddos(struct xdp_md *ctx) {
     }
     r->count += 1;
     if (r->count > RATE_LIMIT) {
-        dropped.increment(src);
+        dropped.atomic_increment(src);
         return XDP_DROP;
     }
     // END SOLUTION
@@ -144,7 +144,7 @@ int xdp_ddos(struct xdp_md *ctx) {
 # * `bpf_ktime_get_ns()` is the clock.
 # * `rates.lookup_or_try_init(&key, &fresh)` returns a pointer to the entry,
 #   creating it from `fresh` if needed, or NULL (then let the packet pass).
-# * `dropped.increment(key)` counts a drop; `XDP_DROP` and `XDP_PASS` are
+# * `dropped.atomic_increment(key)` counts a drop; `XDP_DROP` and `XDP_PASS` are
 #   the verdicts.
 # </details>
 #

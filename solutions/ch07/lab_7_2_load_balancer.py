@@ -139,7 +139,7 @@ int xdp_lb(struct xdp_md *ctx) {
 
     __builtin_memcpy(eth->h_dest, b->mac, ETH_ALEN);
     __builtin_memcpy(eth->h_source, b->lb_mac, ETH_ALEN);
-    picked.increment(idx);
+    picked.atomic_increment(idx);
     return bpf_redirect(b->ifindex, 0);
     // END SOLUTION
     return XDP_PASS;

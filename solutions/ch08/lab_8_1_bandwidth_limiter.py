@@ -128,7 +128,7 @@ int tc_limit(struct __sk_buff *skb) {
     b->tokens = tokens;
     // END SOLUTION
 
-    stats.increment(verdict == TC_ACT_SHOT ? 1 : 0);
+    stats.atomic_increment(verdict == TC_ACT_SHOT ? 1 : 0);
     return verdict;
 }
 """

@@ -110,7 +110,7 @@ int tc_chaos(struct __sk_buff *skb) {
         return TC_ACT_OK;
     if (ntohs(udp->dest) != cfg->port)
         return TC_ACT_OK;
-    stats.increment(0);
+    stats.atomic_increment(0);
 
     // TODO 1: loss. Drop loss_pct percent of the matching packets at random
     //         (bpf_get_prandom_u32()); count each drop in stats[1].
@@ -118,7 +118,7 @@ int tc_chaos(struct __sk_buff *skb) {
     //         max(skb->tstamp, now); count it in stats[2].
     // BEGIN SOLUTION
     if (bpf_get_prandom_u32() % 100 < cfg->loss_pct) {
-        stats.increment(1);
+        stats.atomic_increment(1);
         return TC_ACT_SHOT;
     }
     u64 now = bpf_ktime_get_ns();
@@ -126,7 +126,7 @@ int tc_chaos(struct __sk_buff *skb) {
     if (t < now)
         t = now;
     skb->tstamp = t + cfg->delay_ns;
-    stats.increment(2);
+    stats.atomic_increment(2);
     // END SOLUTION
     return TC_ACT_OK;
 }
@@ -149,14 +149,14 @@ int tc_chaos(struct __sk_buff *skb) {
 #   with `<`, so that 0 % drops nothing and 100 % drops everything.
 # * `bpf_ktime_get_ns()` is the clock `skb->tstamp` uses; `skb->tstamp` is
 #   readable and writable in TC.
-# * `stats.increment(i)` counts (index 1 drops, 2 delays); `TC_ACT_SHOT`
+# * `stats.atomic_increment(i)` counts (index 1 drops, 2 delays); `TC_ACT_SHOT`
 #   drops, `TC_ACT_OK` passes.
 # </details>
 #
 # <details><summary>Hint 3: the code, nearly</summary>
 #
 # ```c
-# if (bpf_get_prandom_u32() % 100 < cfg->loss_pct) { stats.increment(1); return TC_ACT_SHOT; }
+# if (bpf_get_prandom_u32() % 100 < cfg->loss_pct) { stats.atomic_increment(1); return TC_ACT_SHOT; }
 # u64 now = bpf_ktime_get_ns(), t = skb->tstamp;
 # if (t < now) t = now;
 # skb->tstamp = t + cfg->delay_ns;

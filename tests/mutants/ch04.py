@@ -28,7 +28,7 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "TRACEPOINT_PROBE(syscalls, sys_enter_openat)", "TRACEPOINT_PROBE(syscalls, sys_enter_open)",
          "TRACEPOINT_PROBE(syscalls, sys_exit_openat)", "TRACEPOINT_PROBE(syscalls, sys_exit_open)"),
         ("raw nanoseconds as the histogram key",
-         "read_lat.increment(bpf_log2l(ns));", "read_lat.increment(ns);"),
+         "read_lat.atomic_increment(bpf_log2l(ns));", "read_lat.atomic_increment(ns);"),
         ("filter compares the thread id: the second thread is left out",
          "if (id >> 32 != TARGET_TGID)", "if ((u32)id != TARGET_TGID)"),
     ],

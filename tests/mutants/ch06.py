@@ -30,9 +30,9 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
     ],
     "6.3": [
         ("histogram in nanoseconds",
-         "dist.increment(bpf_log2l(delta / 1000));", "dist.increment(bpf_log2l(delta));"),
+         "dist.atomic_increment(bpf_log2l(delta / 1000));", "dist.atomic_increment(bpf_log2l(delta));"),
         ("divides the bucket instead of the latency",
-         "dist.increment(bpf_log2l(delta / 1000));", "dist.increment(bpf_log2l(delta) / 1000);"),
+         "dist.atomic_increment(bpf_log2l(delta / 1000));", "dist.atomic_increment(bpf_log2l(delta) / 1000);"),
         ("stores the issue timestamp instead of the latency",
          "recent.update(&key, &delta);", "recent.update(&key, tsp);"),
         ("start time keyed by sector alone (right on one disk)",

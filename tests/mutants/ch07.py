@@ -10,8 +10,8 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "    if (now - r->window_start > WINDOW_NS) {\n        r->window_start = now;\n"
          "        r->count = 0;\n    }\n", ""),
         ("counts the excess but lets it pass",
-         "dropped.increment(src);\n        return XDP_DROP;",
-         "dropped.increment(src);\n        return XDP_PASS;"),
+         "dropped.atomic_increment(src);\n        return XDP_DROP;",
+         "dropped.atomic_increment(src);\n        return XDP_PASS;"),
         ("drops everything that is not IPv4, ARP included",
          "return XDP_PASS;               /* ARP, IPv6...: not our business */",
          "return XDP_DROP;               /* not IPv4: drop */"),

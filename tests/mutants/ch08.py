@@ -46,7 +46,7 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
         ("drops one packet in 100 even with loss_pct = 0",
          "bpf_get_prandom_u32() % 100 < cfg->loss_pct", "bpf_get_prandom_u32() % 100 <= cfg->loss_pct"),
         ("counts the drop but lets the packet go",
-         "        stats.increment(1);\n        return TC_ACT_SHOT;",
-         "        stats.increment(1);\n        return TC_ACT_OK;"),
+         "        stats.atomic_increment(1);\n        return TC_ACT_SHOT;",
+         "        stats.atomic_increment(1);\n        return TC_ACT_OK;"),
     ],
 }
