@@ -57,9 +57,6 @@ LAYOUT_FIELDS: list[tuple[str, str]] = [
     ("inode", "i_ino"),
     ("mm_struct", "arg_start"),
 ]
-LAYOUT_INCLUDES = ["linux/sched.h", "linux/mm_types.h", "linux/skbuff.h", "net/sock.h",
-                   "linux/fs.h", "linux/dcache.h", "linux/cgroup-defs.h"]
-
 SOURCE_SUITES = ["bookworm", "bookworm-backports", "trixie", "trixie-backports", "sid"]
 STATUS_FILE = ".ebpf-tutor-headers.json"
 # Bump when the way a tree is prepared or audited changes: older statuses
@@ -195,31 +192,6 @@ def compile_flags(tree: Path) -> list[str]:
     ]
 
 
-def header_offsets(tree: Path, fields: list[tuple[str, str]] = LAYOUT_FIELDS) -> dict[str, int]:
-    """Member offsets as the C compiler sees them in `tree`.
-
-    Compiled for the host target, as BCC's front end parses kernel headers
-    (the BPF target cannot parse some x86 headers, such as `__seg_gs`)."""
-    lines = [f"#include <{h}>" for h in LAYOUT_INCLUDES]
-    for i, (s, m) in enumerate(fields):
-        lines.append(f"const unsigned long ebt_off_{i} = __builtin_offsetof(struct {s}, {m});")
-    with tempfile.TemporaryDirectory(prefix="ebt-layout-") as tmp:
-        src = Path(tmp, "layout.c")
-        src.write_text("\n".join(lines) + "\n")
-        cmd = ["clang", "-O2", "-nostdinc", "-isystem", layouts.clang_include(), "-w", "-S", "-emit-llvm",
-               *compile_flags(tree), "-o", "-", str(src)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        first = next((ln for ln in r.stderr.splitlines() if "error:" in ln), r.stderr[-300:])
-        raise HeadersError(f"headers in {tree} do not compile: {first.strip()}")
-    out: dict[str, int] = {}
-    for i, (s, m) in enumerate(fields):
-        hit = re.search(rf"@ebt_off_{i} = .*? i64 (\d+)", r.stdout)
-        if hit:
-            out[f"{s}.{m}"] = int(hit.group(1))
-    return out
-
-
 def btf_identity() -> str:
     """A short hash of the running kernel's BTF: a status is valid for it only."""
     try:
@@ -238,31 +210,25 @@ def verify(tree: Path, origin: str = "", source: str = "",
     if not VMLINUX.exists():
         st.error = "no BTF at /sys/kernel/btf/vmlinux, so layouts cannot be checked"
         return st
-    try:
-        got = header_offsets(tree)
-    except HeadersError as e:
-        st.error = str(e)
-        return st
-    try:
-        full = layouts.audit(compile_flags(tree), kernel_btf())
-        st.members, st.records = full.members, full.records
-        st.skipped_headers = full.skipped_headers
-        bad = [m for m in full.mismatches if m.record not in st.poisoned]
-        st.wrong = [str(m) for m in bad]
-        st.wrong_structs = sorted({m.record for m in bad})
-    except layouts.LayoutCompileError as e:
-        st.wrong = [f"the header set does not compile: {e}"]
     btf = kernel_btf()
-    for s, m in LAYOUT_FIELDS:
+    try:
+        full = layouts.audit(compile_flags(tree), btf)
+    except layouts.LayoutCompileError as e:
+        st.error = f"headers in {tree} do not compile: {e}"
+        return st
+    st.members, st.records = full.members, full.records
+    st.skipped_headers = full.skipped_headers
+    bad = [m for m in full.mismatches if m.record not in st.poisoned]
+    st.wrong = [str(m) for m in bad]
+    st.wrong_structs = sorted({m.record for m in bad})
+    for s, m in LAYOUT_FIELDS:      # the well-known fields, shown by the doctor and chapter 4
         try:
             want: int | None = btf.member_offset(s, m)
         except KeyError:
-            want = None
-        st.checks.append(FieldCheck(f"{s}.{m}", want, got.get(f"{s}.{m}")))
-    checked = [c for c in st.checks if c.btf is not None]
-    st.checks = checked
+            continue
+        st.checks.append(FieldCheck(f"{s}.{m}", want, full.offsets.get((f"struct {s}", m))))
     st.verified = full.records > 0 and not st.wrong and all(
-        c.ok for c in checked if c.field.rsplit(".", 1)[0] not in {p.split()[-1] for p in st.poisoned})
+        c.ok for c in st.checks if c.field.rsplit(".", 1)[0] not in {p.split()[-1] for p in st.poisoned})
     return st
 
 

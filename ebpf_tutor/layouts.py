@@ -57,6 +57,7 @@ class Audit:
     members: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
     skipped_headers: list[str] = field(default_factory=list)   # do not compile in this tree
+    offsets: dict[tuple[str, str], int | None] = field(default_factory=dict)  # what clang said
 
     @property
     def wrong_records(self) -> list[str]:
@@ -132,6 +133,13 @@ def defined_records(flags: list[str], names: list[str], headers: list[str]) -> s
     return {n for i, n in enumerate(names) if (i + 1) not in bad}
 
 
+def _probe_lines(probes: list[tuple[str, str]]) -> list[str]:
+    """One constant per (record, member): the record's size where member is ""."""
+    return [(f"const unsigned long ebt_{i} = sizeof({rec});" if not m else
+             f"const unsigned long ebt_{i} = __builtin_offsetof({rec}, {m});")
+            for i, (rec, m) in enumerate(probes)]
+
+
 def audit(flags: list[str], btf: Btf, only: set[str] | None = None) -> Audit:
     """Compare every member offset and size of the records the header set
     defines (or just those in `only`) with BTF."""
@@ -149,21 +157,16 @@ def audit(flags: list[str], btf: Btf, only: set[str] | None = None) -> Audit:
         for t in btf_records[rec]:
             members.update(dict.fromkeys(btf.flat_members(t)))
         probes += [(rec, m) for m in members]
-    body = [(f"const unsigned long ebt_{i} = sizeof({rec});" if not m else
-             f"const unsigned long ebt_{i} = __builtin_offsetof({rec}, {m});")
-            for i, (rec, m) in enumerate(probes)]
-    ir, err = compile_probe(flags, body, emit=False, headers=headers)
+    # members the headers lack fail to compile: find them, then measure the rest
+    _, err = compile_probe(flags, _probe_lines(probes), emit=False, headers=headers)
     missing = _errors_by_line(err, len(headers))
     keep = [p for i, p in enumerate(probes) if (i + 1) not in missing]
-    body = [(f"const unsigned long ebt_{i} = sizeof({rec});" if not m else
-             f"const unsigned long ebt_{i} = __builtin_offsetof({rec}, {m});")
-            for i, (rec, m) in enumerate(keep)]
-    ir, err = compile_probe(flags, body, emit=True, headers=headers)
+    ir, err = compile_probe(flags, _probe_lines(keep), emit=True, headers=headers)
     if not ir:
         raise LayoutCompileError(err.strip().splitlines()[-1] if err.strip() else "clang failed")
     values = {int(i): int(v) for i, v in re.findall(r"^@ebt_(\d+) = .*? i64 (\d+)", ir, re.M)}
     got = {p: values.get(i) for i, p in enumerate(keep)}
-    result = Audit(records=len(defined), skipped_headers=skipped)
+    result = Audit(records=len(defined), skipped_headers=skipped, offsets=got)
     for rec in defined:
         layouts = btf_records[rec]
         candidates = [{"": t.size_or_type, **btf.flat_members(t)} for t in layouts]
