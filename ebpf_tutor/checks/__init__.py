@@ -15,6 +15,12 @@ def byte_order_blind(port: int) -> bool:
     return port >> 8 == port & 0xFF
 
 
+def count_of(value) -> int:
+    """A counter map's value as one number: a per-CPU map gives one value per
+    CPU, summed (the per-CPU alternative to an atomic add is accepted)."""
+    return value.value if hasattr(value, "value") else sum(value)
+
+
 def has_table(prog: Program, name: str) -> bool:
     """True if the learner's program declares a map called `name`."""
     try:

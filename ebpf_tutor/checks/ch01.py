@@ -15,7 +15,7 @@ from ..doctor import CAPS, capabilities, kernel_config
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
 from ..workload import Executables, unique_name
-from . import has_table
+from . import count_of, has_table
 
 
 def _key_text(key) -> str:
@@ -44,7 +44,7 @@ def check_hello(program: str) -> str:
             seen: dict[str, int] = {}
             for k, v in prog["execs"].items():
                 text = _key_text(k)
-                seen[text] = seen.get(text, 0) + (v.value if hasattr(v, "value") else sum(v))  # per-CPU: one per CPU
+                seen[text] = seen.get(text, 0) + count_of(v)
             stretch = ({_key_text(k): v.value for k, v in prog["last_pid"].items()}
                        if has_table(prog, "last_pid") else None)
     finally:

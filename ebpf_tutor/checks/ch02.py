@@ -19,7 +19,7 @@ from ..labs import LabFailed, expect, lab
 from ..net import VethPair, inside
 from ..program import Program, close_all
 from ..workload import unique_name
-from . import has_table, require_table
+from . import count_of, has_table, require_table
 
 
 # ---------------------------------------------------------------- helpers --
@@ -30,11 +30,6 @@ def _text(value) -> str:
     if isinstance(value, ct.Array) and value._type_ is ct.c_char:
         return value.value.decode(errors="replace")
     return str(value)
-
-
-def _count(value) -> int:
-    """A map value as one number: per-CPU maps give one value per CPU, summed."""
-    return value.value if hasattr(value, "value") else sum(value)
 
 
 def _fields(ctype) -> list[str]:
@@ -162,13 +157,13 @@ def check_process_counter(program: str) -> str:
                     plan.append(entry)
                     counted = witness["witness"].get(witness["witness"].Key(pid))
                     evidence += entry[1] - (counted.value if counted else 0)
-                    learner = sum(_count(v) for k, v in table.items() if _text(k.comm) == entry[0])
+                    learner = sum(count_of(v) for k, v in table.items() if _text(k.comm) == entry[0])
                     if evidence >= RACE_EVIDENCE or learner != entry[1]:
                         break
-                seen = [(k.pid, _text(k.comm), _count(v)) for k, v in table.items()]
+                seen = [(k.pid, _text(k.comm), count_of(v)) for k, v in table.items()]
                 stretch = None
                 if has_table(prog, "bytes"):
-                    stretch = {(k.pid, _text(k.comm)): _count(v) for k, v in prog["bytes"].items()}
+                    stretch = {(k.pid, _text(k.comm)): count_of(v) for k, v in prog["bytes"].items()}
         finally:
             close_all()
     expect(bool(seen), "2.1", "the `writes` map stayed empty while processes called write()",
