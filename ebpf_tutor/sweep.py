@@ -59,10 +59,31 @@ def sweep(everything: bool = False) -> list[str]:
     return removed
 
 
+def release_loop_stack(work: Path, inner: list[str], outer: list[str]) -> None:
+    """Undo lab 6.3's scratch disks in `work`: thaw the file system mounted
+    on `outer` at work/mnt, detach the `inner` loop devices whose files live
+    on it, unmount, detach `outer`, remove `work`. The check does this when
+    it ends, sweep when it was killed."""
+    import subprocess
+    mnt = work / "mnt"
+    subprocess.run(["fsfreeze", "--unfreeze", str(mnt)], capture_output=True)
+    # once thawed, a write held in flight finishes and lets go of the inner
+    # devices; the mount is busy until then
+    for _ in range(50):
+        for node in inner:
+            subprocess.run(["losetup", "--detach", node], capture_output=True)
+        if not os.path.ismount(mnt) or subprocess.run(["umount", str(mnt)],
+                                                      capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    for node in outer:
+        subprocess.run(["losetup", "--detach", node], capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def _sweep_loop_devices(everything: bool) -> list[str]:
     """Loop devices, and the frozen scratch file system under them, that a
     killed lab 6.3 check left: their backing files live in ebt-<pid>-bio2-*."""
-    import subprocess
     removed: list[str] = []
     leftovers: dict[Path, list[str]] = {}
     for f in Path("/sys/block").glob("loop*/loop/backing_file"):
@@ -71,22 +92,9 @@ def _sweep_loop_devices(everything: bool) -> list[str]:
         if m and (everything or not _pid_alive(int(m.group(2)))):
             leftovers.setdefault(Path(m.group(1)), []).append(f"/dev/{f.parent.parent.name}")
     for work, loops in leftovers.items():
-        mnt = work / "mnt"
-        subprocess.run(["fsfreeze", "--unfreeze", str(mnt)], capture_output=True)
         outer = [d for d in loops if Path(f"/sys/block/{Path(d).name}/loop/backing_file")
                  .read_text().strip() == str(work / "outer.img")]
-        # once thawed, the killed check's last thread finishes its write and
-        # lets go of the inner devices; the mount is busy until then
-        for _ in range(50):
-            for node in [d for d in loops if d not in outer]:
-                subprocess.run(["losetup", "--detach", node], capture_output=True)
-            if not os.path.ismount(mnt) or subprocess.run(["umount", str(mnt)],
-                                                          capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
-        for node in outer:
-            subprocess.run(["losetup", "--detach", node], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        release_loop_stack(work, [d for d in loops if d not in outer], outer)
         removed.append(f"loop devices {' '.join(loops)} of {work}")
     return removed
 

@@ -15,7 +15,6 @@ import os
 import platform
 import select
 import random
-import shutil
 import struct
 import subprocess
 import tempfile
@@ -27,6 +26,7 @@ from typing import Callable, Iterable
 from ..data import slot_range
 from ..labs import LabFailed, expect, lab
 from ..program import Program, close_all
+from ..sweep import release_loop_stack
 from ..workload import GatedChild, unique_name
 from . import has_table
 
@@ -343,7 +343,7 @@ def _same_sector_on_two_devices(folder: Path) -> list[tuple[int, int, int, str]]
     work = Path(tempfile.mkdtemp(prefix=f"ebt-{os.getpid()}-bio2-", dir=folder))  # sweep knows it
     outer, mnt = work / "outer.img", work / "mnt"
     loops: list[str] = []
-    mounted = frozen = False
+    frozen = False
     sector = 8 * random.randint(1, 200)                  # 4 KiB aligned, inside 1 MiB
     buf = mmap.mmap(-1, 4096)
     buf.write(os.urandom(4096))
@@ -356,7 +356,6 @@ def _same_sector_on_two_devices(folder: Path) -> list[tuple[int, int, int, str]]
         _run("mkfs.ext4", "-q", "-F", node_c)
         mnt.mkdir()
         _run("mount", node_c, str(mnt))
-        mounted = True
         for backing in (mnt / "a", work / "b"):
             with open(backing, "wb") as f:
                 f.write(bytes(1 << 20))
@@ -405,14 +404,8 @@ def _same_sector_on_two_devices(folder: Path) -> list[tuple[int, int, int, str]]
             subprocess.run(["fsfreeze", "--unfreeze", str(mnt)], capture_output=True)
         if writer is not None:
             writer.join(10)
-        for node in reversed(loops[1:]):
-            subprocess.run(["losetup", "--detach", node], capture_output=True)
-        if mounted:
-            subprocess.run(["umount", str(mnt)], capture_output=True)
-        if loops:
-            subprocess.run(["losetup", "--detach", loops[0]], capture_output=True)
+        release_loop_stack(work, loops[1:], loops[:1])
         buf.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @lab("6.3", "block I/O latency")
