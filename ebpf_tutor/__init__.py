@@ -1,67 +1,76 @@
 """ebpf_tutor: the helper package of the hands-on eBPF course.
 
-Small modules, one concern each, all meant to be read:
+This file is the one list of what a learner uses. Notebooks import from here:
 
-- headers  kernel headers for BCC, prepared if needed, checked against BTF
-- layouts  every struct of the header set compared with BTF, member by member
-- repair   structs that differ from BTF rewritten from it, or made unusable
-- btf      a small reader of the kernel's BTF type information
-- program  Program: BCC's BPF with readable errors and guaranteed cleanup
-- errors   compile / verifier / permission / transient errors, retry
-- data     maps and events as pandas DataFrames, histogram plots
-- doctor   what this machine can do, each feature decided by trying it
-- features does this kernel have feature X? decided once, by trying; one-line notices
-- labs     lab checks that drive a workload and judge what your program did
-- workload known processes, files and syscalls for checks to count
-- overhead what a BPF hook costs per system call: a calibrated C loop, median of 3
-- net      network sandboxes (veth pairs, stars) and the guard on their interfaces
-- traffic  UDP flows, raw frames, a TCP service, ping: traffic with known counts
-- xdp      XDP attach/detach on sandbox interfaces, test runs, flood
-- tc       TC filters on sandbox interfaces, qdiscs, socket filters, SOCKMAP
-- flows    UDP/TCP/ICMP traffic with known counts for the TC labs
-- cgroup   scratch cgroups; attach/detach cgroup programs on them only
-- sweep    removes what a killed run left behind
-- arch     architecture detection, syscall numbers for five architectures
-- mock     in-memory maps with the kernel's semantics, failure injection
-- testing  fixtures, key/value and packet builders, byte/errno assertions
-- events   a fast ring-buffer consumer with backpressure and health stats
-- asm      a small BPF assembler: alu, mem, jump, one unified import
-- bpfsys   the raw bpf() syscall: load, maps, BPF_PROG_TEST_RUN, tracepoint attach
-- packets  test packets (Ethernet, IPv4/6, UDP/TCP/ICMP) with checksums
-- pin      pinning maps under /sys/fs/bpf/ebpf-tutor and reading them back
-- commands clang, ip, tc and bpftool run from a notebook as a learner types them
+    from ebpf_tutor import Program, table_df, net, xdp
+
+Everything loads on first use, so `import ebpf_tutor` is fast and works on a
+machine without BCC (the doctor then says how to get it).
+
+The package, by concern (each module is short and meant to be read; every
+import points down this list, and tests/test_imports.py keeps it so):
+
+- kernel/   the machine under the course: BCC's import, kernel headers
+            checked member by member against BTF, a BTF reader, architectures
+- bpfsys/   the bpf() system call without BCC: maps, programs, test runs,
+            tracepoint links, pinning, libbpf's library, a small assembler
+- program   Program: BCC's BPF with readable errors and guaranteed cleanup
+- errors    compile / verifier / permission / transient errors, retry
+- data      maps and events as pandas DataFrames, histogram plots
+- events/   a fast ring-buffer consumer with backpressure and health stats
+- sandbox/  network namespaces and veth pairs, traffic with known counts,
+            packets, XDP, TC, scratch cgroups, and the sweep that cleans up
+- doctor    what this machine can do, each feature decided by trying it
+- features  does this kernel have feature X? one-line notices and fallbacks
+- overhead  what a BPF hook costs per system call
+- commands  clang, ip, tc and bpftool run from a notebook as a learner types them
+- labs/     lab checks: verdicts, the check of every lab, workloads, targets,
+            the course map and the learner's progress
+- testing/  pytest fixtures, builders and assertions, in-memory mock maps
+- apps/     the course's complete applications (chapters 15-22)
+- cli       the `ebpf-tutor` command; kernelspec: the "eBPF (root)" Jupyter kernel
 """
+from __future__ import annotations
+
+import importlib
+
 from .doctor import doctor  # the function; binds over the submodule's name
 from .errors import (AttachError, BpfError, BpfPermissionError, CompileError,
                      FeatureUnavailable, TransientError, VerifierError, retry)
 
 __version__ = "0.1.0"
 
+# name a learner uses -> the module that defines it (loaded on first use)
+_NAMES = {
+    "Program": "program", "close_all": "program",
+    "table_df": "data", "log2_hist_df": "data", "log2_counts_df": "data",
+    "plot_log2_hist": "data", "EventCollector": "data", "records_df": "data",
+    "RingBufferConsumer": "events",
+    "MockMap": "testing.mock", "inject_failure": "testing.mock",
+    "check": "labs",
+}
+# modules a notebook imports by their short name
+_MODULES = {
+    "net": "sandbox.net", "traffic": "sandbox.traffic", "packets": "sandbox.packets",
+    "flows": "sandbox.flows", "xdp": "sandbox.xdp", "tc": "sandbox.tc",
+    "cgroup": "sandbox.cgroup", "headers": "kernel.headers", "btf": "kernel.btf",
+    "bpfsys": "bpfsys", "asm": "bpfsys.asm", "pin": "bpfsys.pin",
+    "features": "features", "overhead": "overhead", "commands": "commands",
+    "workload": "labs.workload",
+}
+
 
 def __getattr__(name: str):
-    # BCC and pandas load only when first used, so `import ebpf_tutor` is fast
-    # and works on a machine without BCC (the doctor then says how to get it).
-    if name in ("Program", "close_all"):
-        from . import program
-        return getattr(program, name)
-    if name in ("table_df", "log2_hist_df", "log2_counts_df", "plot_log2_hist",
-                "EventCollector", "records_df"):
-        from . import data
-        return getattr(data, name)
-    if name in ("RingBufferConsumer",):
-        from . import events
-        return getattr(events, name)
-    if name in ("MockMap", "inject_failure"):
-        from . import mock
-        return getattr(mock, name)
-    if name == "check":
-        from .labs import check
-        return check
+    if name in _NAMES:
+        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    if name in _MODULES:
+        return importlib.import_module(f".{_MODULES[name]}", __name__)
     raise AttributeError(f"module 'ebpf_tutor' has no attribute {name!r}")
 
 
-__all__ = ["Program", "close_all", "table_df", "log2_hist_df", "log2_counts_df",
-           "plot_log2_hist", "EventCollector", "records_df", "doctor", "check", "retry",
-           "RingBufferConsumer", "MockMap", "inject_failure",
-           "BpfError", "CompileError", "VerifierError", "BpfPermissionError",
-           "TransientError", "AttachError", "FeatureUnavailable"]
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES, *_MODULES])
+
+
+__all__ = [*_NAMES, *_MODULES, "doctor", "retry", "BpfError", "CompileError", "VerifierError",
+           "BpfPermissionError", "TransientError", "AttachError", "FeatureUnavailable"]

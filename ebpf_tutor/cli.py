@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         essential = {"BTF", "capabilities", "BCC", "kernel headers", "tracepoints"}
         return 1 if any(i.status == MISSING and i.name in essential for i in report.items) else 0
     if args.cmd == "headers":
-        from . import headers
+        from .kernel import headers
         try:
             st = headers.ensure(log=lambda m: print(f"[headers] {m}", flush=True),
                                 prepare=not args.check)
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(progress())
         return 0
     if args.cmd == "sweep":
-        from .sweep import sweep
+        from .sandbox.sweep import sweep
         print("\n".join(sweep(everything=args.all)) or "nothing to sweep")
         return 0
     if args.cmd == "kernelspec":

@@ -135,11 +135,11 @@ def _system_items() -> list[Item]:
 
 def _bcc_items() -> list[Item]:
     try:
-        from .bcc_import import bcc_location, bcc_version
+        from .kernel.bcc_import import bcc_location, bcc_version
     except ImportError as e:
         return [Item("toolchain", "BCC", MISSING, str(e), "apt-get install python3-bpfcc")]
     items = [Item("toolchain", "BCC", OK, f"{'.'.join(map(str, bcc_version()))} at {bcc_location()}")]
-    from . import headers
+    from .kernel import headers
     try:
         st = headers.ensure(log=lambda *_: None, prepare=False)
         items.append(Item("toolchain", "kernel headers", OK, st.summary()))
@@ -217,7 +217,7 @@ def probe_lsm() -> str:
 
 
 def probe_uprobe() -> str:
-    from .bcc_import import BPF
+    from .kernel.bcc_import import BPF
     from .program import Program
     libc = BPF.find_library("c").decode()
     with Program("BPF_ARRAY(n, u64, 1);\nint on_call(void *ctx) { n.increment(0); return 0; }") as p:
@@ -243,7 +243,7 @@ def probe_ringbuf() -> str:
 
 
 def probe_perf_sampling() -> str:
-    from .bcc_import import bcc
+    from .kernel.bcc_import import bcc
     from .program import Program
     with Program("BPF_ARRAY(n, u64, 1);\nint on_sample(void *ctx) { n.increment(0); return 0; }") as p:
         p.attach_perf_event(ev_type=bcc.PerfType.SOFTWARE, ev_config=bcc.PerfSWConfig.CPU_CLOCK,
@@ -264,7 +264,7 @@ int tc_pass(struct __sk_buff *skb) { return 0; }
 
 
 def probe_xdp() -> str:
-    from .net import VethPair, inside
+    from .sandbox.net import VethPair, inside
     from .program import Program
     with VethPair() as lab, Program(XDP_TC_SRC) as p:
         fn = p.load_func("xdp_pass", p.XDP)
@@ -277,7 +277,7 @@ def probe_xdp() -> str:
 def probe_tc() -> str:
     from pyroute2 import NetNS
 
-    from .net import VethPair, netlink
+    from .sandbox.net import VethPair, netlink
     from .program import Program
 
     def attach(ns_name: str, ifname: str, fd: int, name: str) -> None:
@@ -294,8 +294,8 @@ def probe_tc() -> str:
 
 
 def probe_cgroup() -> str:
-    from .bcc_import import bcc
-    from .cgroup import ScratchCgroup
+    from .kernel.bcc_import import bcc
+    from .sandbox.cgroup import ScratchCgroup
     from .program import Program
     with ScratchCgroup("doctor") as cg, \
             Program("int allow(struct __sk_buff *skb) { return 1; }") as p:

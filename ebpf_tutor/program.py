@@ -19,8 +19,9 @@ import weakref
 from pathlib import Path
 from typing import Iterator
 
-from . import errors, headers
-from .bcc_import import BPF, bcc_version
+from . import errors
+from .kernel import headers
+from .kernel.bcc_import import BPF, bcc_version
 
 COMPAT_H = Path(__file__).with_name("compat.h")
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")

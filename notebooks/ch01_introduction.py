@@ -104,7 +104,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ebpf_tutor import Program, doctor, table_df
-from ebpf_tutor.net import VethPair
+from ebpf_tutor.sandbox.net import VethPair
 
 # %% [markdown]
 # ## 1.4 What can this machine do?

@@ -713,7 +713,7 @@ print("after close, the map exists:", map_alive(map_id))
 # %% [markdown]
 # A **pin** is a name for the map in `/sys/fs/bpf`. BCC 0.26 has no Python
 # call for it, but libbpf, the library under BCC, does (`bpf_obj_pin`);
-# `ebpf_tutor.pin` wraps it. Pins made by the course live in
+# `ebpf_tutor.bpfsys.pin` wraps it. Pins made by the course live in
 # `/sys/fs/bpf/ebpf-tutor/`, named `<pid>-<n>-<name>`, so that a run that was
 # killed before it cleaned up is swept away later.
 #

@@ -58,13 +58,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ebpf_tutor import Program, VerifierError, packets
-from ebpf_tutor.asm import *
-from ebpf_tutor.asm.insn import CLASS_NAMES, JMP, PSEUDO_CALL, Insn
-from ebpf_tutor.asm.jump import JMP_OPS
+from ebpf_tutor.bpfsys.asm import *
+from ebpf_tutor.bpfsys.asm.insn import CLASS_NAMES, JMP, PSEUDO_CALL, Insn
+from ebpf_tutor.bpfsys.asm.jump import JMP_OPS
 from ebpf_tutor.bpfsys import (XDP_DROP, XDP_MD, XDP_PASS, MapType, ProgLoadAttr, ProgType,
                                RawMap, attach_tracepoint, kernel_tgid, load, prog_info,
                                tracepoint_format)
-from ebpf_tutor.btf import kernel_btf
+from ebpf_tutor.kernel.btf import kernel_btf
 
 # %% [markdown]
 # ## 3.2 Eight bytes per instruction
@@ -86,7 +86,7 @@ from ebpf_tutor.btf import kernel_btf
 # name the operation. For loads and stores, the bits name the size (1, 2, 4
 # or 8 bytes) and the addressing mode.
 #
-# The assembler in `ebpf_tutor.asm` builds instructions from Python calls.
+# The assembler in `ebpf_tutor.bpfsys.asm` builds instructions from Python calls.
 # Here are a few, taken apart:
 
 # %%
@@ -145,7 +145,7 @@ print([name for name, _ in ProgLoadAttr._fields_])
 # %% [markdown]
 # A socket filter is the oldest program type; its context is the packet.
 # `BPF_PROG_TEST_RUN` runs a loaded program once on bytes we give it, here
-# a UDP datagram built by `ebpf_tutor.packets`, and hands back R0:
+# a UDP datagram built by `ebpf_tutor.sandbox.packets`, and hands back R0:
 
 # %%
 frame = packets.udp_packet(dport=53, payload=b"hello")

@@ -93,7 +93,7 @@ import pandas as pd
 from bcc import USDT
 
 from ebpf_tutor import EventCollector, Program, headers, log2_hist_df, plot_log2_hist, table_df
-from ebpf_tutor.workload import Child, marker_files, unique_name
+from ebpf_tutor.labs.workload import Child, marker_files, unique_name
 
 # %% [markdown]
 # Here is a helper call as the kernel receives it. BCC can disassemble the

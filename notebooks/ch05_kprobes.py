@@ -109,14 +109,14 @@ for name in ["kprobes", "fentry", "tracepoints", "raw tracepoints"]:
 # ## 5.3 A test subject
 #
 # To count something exactly, we need activity that only we could have
-# caused. `Child` (from `ebpf_tutor.workload`, thirty lines worth reading)
+# caused. `Child` (from `ebpf_tutor.labs.workload`, thirty lines worth reading)
 # forks a process that waits on a pipe until we say go, so that we know its
 # pid *before* it does anything: we put the pid into the program's text (the
 # way BCC's tools do with `-p PID`), load the program, then call `go()`,
 # which lets the child run and returns once it has exited.
 
 # %%
-from ebpf_tutor.workload import Child
+from ebpf_tutor.labs.workload import Child
 
 workdir = Path(tempfile.mkdtemp(prefix="ch05-"))
 (workdir / "a.txt").write_text("hello\n")

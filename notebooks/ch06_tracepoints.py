@@ -215,7 +215,7 @@ else:
 # in Chapter 5: `Child`, a process that waits until we say go.
 
 # %%
-from ebpf_tutor.workload import Child
+from ebpf_tutor.labs.workload import Child
 
 
 def some_syscalls():

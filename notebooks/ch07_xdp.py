@@ -87,7 +87,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ebpf_tutor.commands import shell_in
-from ebpf_tutor import Program, net, table_df, xdp
+from ebpf_tutor import Program, net, table_df, traffic, xdp
 
 # %% [markdown]
 # ## 7.2 A network of our own
@@ -109,7 +109,7 @@ def sandbox() -> net.VethPair:
 with sandbox() as lab:
     print("namespaces:", {side: re.sub(r"\d+", "N", name) for side, name in lab.ns.items()})
     print("a:", lab.ifname["a"], lab.ip_a, "   b:", lab.ifname["b"], lab.ip_b)
-    print(net.ping(lab, "a", lab.ip_b, count=3))
+    print(traffic.ping(lab, "a", lab.ip_b, count=3))
 print("after the with block:", [n for n in net.our_namespaces() if n in lab.ns.values()])
 
 # %% [markdown]
@@ -186,8 +186,8 @@ int xdp_count(struct xdp_md *ctx) {
 with sandbox() as lab, Program(COUNT) as count:
     with xdp.attach(count, "xdp_count", *lab.where("b"), mode="native") as att:
         print(att.mode, "mode, on", att.ifname)
-        net.ping(lab, "a", lab.ip_b, count=5)
-        with net.UdpFlow(lab.ns["a"], lab.ip_b, 9999) as flow:
+        traffic.ping(lab, "a", lab.ip_b, count=5)
+        with traffic.UdpFlow(lab.ns["a"], lab.ip_b, 9999) as flow:
             flow.send(7)
         time.sleep(0.1)
     counted = table_df(count["frames"])
@@ -262,10 +262,10 @@ with sandbox() as lab, Program(EXCEPTIONS.replace("IFINDEX", str(lab.ifindex("b"
     for verdict in ["XDP_PASS", "XDP_DROP", "XDP_ABORTED"]:
         with Program(VERDICT, cflags=[f"-DICMP_VERDICT={verdict}"]) as prog, \
                 xdp.attach(prog, "xdp_verdict", *lab.where("b")), \
-                net.UdpSink(lab.ns["b"], 7000) as sink, \
-                net.UdpFlow(lab.ns["a"], lab.ip_b, 7000) as flow:
+                traffic.UdpSink(lab.ns["b"], 7000) as sink, \
+                traffic.UdpFlow(lab.ns["a"], lab.ip_b, 7000) as flow:
             before = watch["aborted"][0].value
-            pings = net.ping(lab, "a", lab.ip_b, count=4, wait=0.5)
+            pings = traffic.ping(lab, "a", lab.ip_b, count=4, wait=0.5)
             flow.send(4)
             sink.settle(idle=0.1)
             rows.append({"ICMP verdict": verdict, "pings answered": f"{pings.received}/4",
@@ -293,7 +293,7 @@ with sandbox() as lab, Program(COUNT) as count:
         with xdp.attach(count, "xdp_count", *lab.where("b"), mode=mode):
             state = xdp.state(*lab.where("b"))
             shown = lab.run_in("b", ["ip", "link", "show", lab.ifname["b"]]).stdout
-            net.ping(lab, "a", lab.ip_b, count=3)
+            traffic.ping(lab, "a", lab.ip_b, count=3)
             time.sleep(0.1)
         icmp = sum(v.value for k, v in count["frames"].items() if k.proto == 1)
         tag = re.search(r"\b(xdp\w*)\b", shown).group(1)
@@ -362,7 +362,7 @@ with sandbox() as lab:
     print("  ", re.sub(r" tag \w+", "", re.search(r"prog/xdp.*", link).group(0)).strip())
     shown = shell(f"ip netns exec {ns} bpftool net show dev {dev}", netns=ns)
     print("  ", re.sub(r"\(\d+\)", "(<ifindex>)", re.search(r"veth-b.*", shown).group(0)))
-    net.ping(lab, "a", lab.ip_b, count=4)
+    traffic.ping(lab, "a", lab.ip_b, count=4)
     prog_id = json.loads(shell(f"ip netns exec {ns} bpftool -j net show dev {dev}",
                                netns=ns))[0]["xdp"][0]["id"]
     map_id = json.loads(shell(f"bpftool -j prog show id {prog_id}",
@@ -455,10 +455,10 @@ int xdp_arrivals(struct xdp_md *ctx) { arrived.increment(0); return XDP_PASS; }
 
 with sandbox() as lab, Program(RESPONDER) as responder, Program(ARRIVALS) as arrivals:
     lab.sysctl("b", "net.ipv4.icmp_echo_ignore_all", 1)
-    print("b's kernel ignores pings. Without XDP:", net.ping(lab, "a", lab.ip_b, count=3, wait=0.5))
+    print("b's kernel ignores pings. Without XDP:", traffic.ping(lab, "a", lab.ip_b, count=3, wait=0.5))
     with xdp.attach(responder, "xdp_responder", *lab.where("b")), \
             xdp.attach(arrivals, "xdp_arrivals", *lab.where("a")):
-        result = net.ping(lab, "a", lab.ip_b, count=5)
+        result = traffic.ping(lab, "a", lab.ip_b, count=5)
     print("With the XDP responder:", result)
     print("answered by XDP on b:", responder["answered"][0].value,
           "| frames arriving at a:", arrivals["arrived"][0].value)
@@ -556,7 +556,7 @@ with net.Star(["left", "right"], hub="router") as lan, Program(ROUTER) as router
         kernel_before, xdp_before = forwarded_by_kernel(lan), router["forwarded"][0].value
         attachments = [xdp.attach(router, "xdp_router", *lan.where("router", i)) for i in inner] \
             if with_xdp else []
-        pings = net.ping(lan, "left", lan.ip["right"], count=10)
+        pings = traffic.ping(lan, "left", lan.ip["right"], count=10)
         for a in attachments:
             a.detach()
         rows.append({"XDP router": "on" if with_xdp else "off",
@@ -600,7 +600,7 @@ int xdp_drop(struct xdp_md *ctx) {
     return XDP_DROP;
 }
 """
-frame = net.udp_frame("02:00:00:00:00:0a", "02:00:00:00:00:0b", "10.200.0.1", "10.200.0.2",
+frame = traffic.udp_frame("02:00:00:00:00:0a", "02:00:00:00:00:0b", "10.200.0.1", "10.200.0.2",
                       40000, 9, bytes(18))
 with Program(DROP) as drop:
     run = xdp.test_run(drop, "xdp_drop", frame, repeat=1_000_000)
@@ -626,7 +626,7 @@ N_FRAMES = 200_000
 
 def measure(lab: net.VethPair, drop: Program, mode: str | None) -> dict:
     """Flood veth-b with N_FRAMES frames; count what it discarded, and how fast."""
-    frame = net.udp_frame(lab.mac("a"), lab.mac("b"), lab.ip_a, lab.ip_b, 40000, 9, bytes(18))
+    frame = traffic.udp_frame(lab.mac("a"), lab.mac("b"), lab.ip_a, lab.ip_b, 40000, 9, bytes(18))
     drop["dropped"].clear()
     rx_before = lab.stats("b")["rx_packets"]
     if mode:

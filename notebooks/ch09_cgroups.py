@@ -77,9 +77,9 @@ import pandas as pd
 
 from ebpf_tutor.commands import shell_in
 from ebpf_tutor import Program
-from ebpf_tutor.bcc_import import BPF, bcc
-from ebpf_tutor.cgroup import ScratchCgroup, cgroup2_root, cgroup_of, libbpf
-from ebpf_tutor.pin import pin_path
+from ebpf_tutor.kernel.bcc_import import BPF, bcc
+from ebpf_tutor.sandbox.cgroup import ScratchCgroup, cgroup2_root, cgroup_of, libbpf
+from ebpf_tutor.bpfsys.pin import pin_path
 
 # %% tags=["nbval-ignore-output"]
 print("cgroup v2 is mounted at", cgroup2_root())

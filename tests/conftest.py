@@ -35,7 +35,7 @@ def leftovers(everyone: bool = True) -> dict[str, list]:
     those of this process or of processes that have exited: what another
     run, still alive on the same machine, holds is not ours to count."""
     from ebpf_tutor import cgroup, net
-    from ebpf_tutor.sweep import owner_pid
+    from ebpf_tutor.sandbox.sweep import owner_pid
 
     def ours(name: str) -> bool:
         pid = owner_pid(name)
@@ -61,7 +61,7 @@ def clean_machine(tmp_path_factory):
     if os.geteuid() != 0:
         yield
         return
-    from ebpf_tutor.sweep import sweep
+    from ebpf_tutor.sandbox.sweep import sweep
     sweep()
     before = bpf_prog_ids()
     yield

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ebpf_tutor import arch
+from ebpf_tutor.kernel import arch
 
 UNISTD_64 = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 GENERIC = Path("/usr/include/asm-generic/unistd.h")

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from ebpf_tutor.asm import *
-from ebpf_tutor.asm import insn as I
+from ebpf_tutor.bpfsys.asm import *
+from ebpf_tutor.bpfsys.asm import insn as I
 from tests.conftest import needs_root
 
 M64 = (1 << 64) - 1

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from ebpf_tutor import bpfsys, errors
-from ebpf_tutor.asm import *
+from ebpf_tutor import bpfsys
+from ebpf_tutor import errors
+from ebpf_tutor.bpfsys.asm import *
 from tests.conftest import held_prog_ids, needs_root
 
 PACKET = bytes(range(64))
@@ -62,7 +63,7 @@ def _offset_in(btf, type_name: str, kind: str, path: str) -> int:
 def test_ctypes_layouts_equal_the_kernels(struct, kind, prefix, fields):
     """Every field we pass to the kernel sits where the running kernel's BTF
     says it does (bpf_attr, bpf_prog_info, perf_event_attr)."""
-    from ebpf_tutor.btf import kernel_btf
+    from ebpf_tutor.kernel.btf import kernel_btf
     btf = kernel_btf()
     name = {"union": "bpf_attr"}.get(kind) or {bpfsys.ProgInfoStruct: "bpf_prog_info",
                                               bpfsys.PerfEventAttr: "perf_event_attr"}[struct]

@@ -1,6 +1,6 @@
 import pytest
 
-from ebpf_tutor.btf import VMLINUX, kernel_btf
+from ebpf_tutor.kernel.btf import VMLINUX, kernel_btf
 
 pytestmark = pytest.mark.skipif(not VMLINUX.exists(), reason="kernel has no BTF")
 

@@ -20,8 +20,8 @@ SEND = ("import socket, sys\n"
 
 
 def test_hook_table_matches_bcc():
-    from ebpf_tutor.bcc_import import BPF, bcc
-    from ebpf_tutor.cgroup import HOOKS
+    from ebpf_tutor.kernel.bcc_import import BPF, bcc
+    from ebpf_tutor.sandbox.cgroup import HOOKS
     at = bcc.BPFAttachType
     assert HOOKS["ingress"][:2] == (BPF.CGROUP_SKB, at.CGROUP_INET_INGRESS)
     assert HOOKS["egress"][:2] == (BPF.CGROUP_SKB, at.CGROUP_INET_EGRESS)
@@ -34,7 +34,7 @@ def test_hook_table_matches_bcc():
 
 @needs_root
 def test_names_place_and_id():
-    from ebpf_tutor.cgroup import ScratchCgroup, base_dir, cgroup_of
+    from ebpf_tutor.sandbox.cgroup import ScratchCgroup, base_dir, cgroup_of
     with ScratchCgroup("t") as cg:
         assert cg.path.parent == base_dir()
         assert cg.path.name.startswith(f"{os.getpid()}-") and cg.path.name.endswith("-t")
@@ -51,7 +51,7 @@ def test_names_place_and_id():
 
 @needs_root
 def test_process_is_inside_from_its_first_instruction():
-    from ebpf_tutor.cgroup import ScratchCgroup
+    from ebpf_tutor.sandbox.cgroup import ScratchCgroup
     with ScratchCgroup("first") as cg:
         # /proc/self/cgroup read by the very program that was exec'd
         r = cg.run(["cat", "/proc/self/cgroup"])
@@ -62,7 +62,7 @@ def test_process_is_inside_from_its_first_instruction():
 
 @needs_root
 def test_close_kills_what_still_runs_and_reaps_it():
-    from ebpf_tutor.cgroup import ScratchCgroup
+    from ebpf_tutor.sandbox.cgroup import ScratchCgroup
     with ScratchCgroup("kill") as cg:
         p = cg.spawn(["sh", "-c", "sleep 300 & sleep 300"])     # a child and a grandchild
         deadline = time.monotonic() + 5
@@ -84,7 +84,7 @@ def _udp_sink():
 @needs_root
 def test_enforcement_inside_only_and_detached_at_close():
     from ebpf_tutor import Program
-    from ebpf_tutor.cgroup import ScratchCgroup
+    from ebpf_tutor.sandbox.cgroup import ScratchCgroup
     sink = _udp_sink()
     argv = [sys.executable, "-c", SEND, str(sink.getsockname()[1])]
     try:
@@ -105,7 +105,7 @@ def test_enforcement_inside_only_and_detached_at_close():
 @needs_root
 def test_refuses_foreign_cgroups_unless_overridden():
     from ebpf_tutor import Program
-    from ebpf_tutor.cgroup import NotOurCgroup, ScratchCgroup, attach_func, base_dir, cgroup2_root
+    from ebpf_tutor.sandbox.cgroup import NotOurCgroup, ScratchCgroup, attach_func, base_dir, cgroup2_root
     foreign = base_dir() / f"{os.getpid()}-foreign"
     with Program(DENY_EGRESS) as prog:
         fn = prog.load_func("allow_all", prog.CGROUP_SKB)
@@ -130,7 +130,7 @@ def test_refuses_foreign_cgroups_unless_overridden():
 @pytest.mark.parametrize("how", ["error", "interrupt"])
 def test_everything_released_on_error_and_interrupt(how):
     from ebpf_tutor import Program
-    from ebpf_tutor.cgroup import ScratchCgroup
+    from ebpf_tutor.sandbox.cgroup import ScratchCgroup
     exc = RuntimeError if how == "error" else KeyboardInterrupt
     with pytest.raises(exc):
         with ScratchCgroup(how) as cg, Program(DENY_EGRESS) as prog:
@@ -148,8 +148,8 @@ def test_everything_released_on_error_and_interrupt(how):
 @needs_root
 def test_untracked_attachment_detached_and_attachment_outlives_program():
     from ebpf_tutor import Program
-    from ebpf_tutor.bcc_import import BPF
-    from ebpf_tutor.cgroup import ScratchCgroup
+    from ebpf_tutor.kernel.bcc_import import BPF
+    from ebpf_tutor.sandbox.cgroup import ScratchCgroup
     with ScratchCgroup("raw") as cg:
         prog = Program(DENY_EGRESS)
         fn = prog.load_func("deny_all", BPF.CGROUP_SKB)
@@ -165,7 +165,7 @@ def test_untracked_attachment_detached_and_attachment_outlives_program():
 @needs_root
 def test_unknown_hook_and_wrong_type_explained():
     from ebpf_tutor import AttachError, Program
-    from ebpf_tutor.cgroup import ScratchCgroup
+    from ebpf_tutor.sandbox.cgroup import ScratchCgroup
     with ScratchCgroup("bad") as cg, Program(DENY_EGRESS) as prog:
         with pytest.raises(ValueError, match="unknown cgroup hook"):
             cg.attach(prog, "deny_all", "egres")
@@ -179,11 +179,11 @@ def test_unknown_hook_and_wrong_type_explained():
 def test_sweep_releases_a_killed_runs_attached_cgroup():
     import textwrap
 
-    from ebpf_tutor.sweep import sweep
+    from ebpf_tutor.sandbox.sweep import sweep
     code = textwrap.dedent(f"""
         import time
         from ebpf_tutor import Program
-        from ebpf_tutor.cgroup import ScratchCgroup
+        from ebpf_tutor.sandbox.cgroup import ScratchCgroup
         cg = ScratchCgroup("killed").__enter__()
         prog = Program({DENY_EGRESS!r})
         cg.attach(prog, "deny_all", "egress")

@@ -21,7 +21,7 @@ int count_all(struct __sk_buff *skb) {
 
 
 def test_slots_match_log2_hist_df_ranges():
-    from ebpf_tutor.checks.ch02 import _slot
+    from ebpf_tutor.labs.checks.ch02 import _slot
     from ebpf_tutor.data import log2_counts_df
     df = log2_counts_df({}, slots=12)
     for n in [1, 2, 3, 60, 63, 64, 127, 128, 300, 1000, 1514]:
@@ -30,7 +30,7 @@ def test_slots_match_log2_hist_df_ranges():
 
 
 def test_hints_name_the_likely_mistake():
-    from ebpf_tutor.checks.ch02 import _hint_21, _hint_22
+    from ebpf_tutor.labs.checks.ch02 import _hint_21, _hint_22
     want = {6: 2, 7: 3}
     assert "one slot off" in _hint_22({7: 2, 8: 3}, want)
     assert "not the length" in _hint_22({6: 120, 7: 200}, want)
@@ -45,8 +45,8 @@ def test_quiet_link_carries_only_what_we_send():
     from bcc import BPF
 
     from ebpf_tutor import Program, log2_hist_df
-    from ebpf_tutor.checks.ch02 import ETH_IP_UDP, UDP_PORT, _slot, close_raw_sockets, quiet_link
-    from ebpf_tutor.net import VethPair, inside
+    from ebpf_tutor.labs.checks.ch02 import ETH_IP_UDP, UDP_PORT, _slot, close_raw_sockets, quiet_link
+    from ebpf_tutor.sandbox.net import VethPair, inside
     with VethPair() as pair, Program(COUNT_ALL) as prog:
         quiet_link(pair)
         fn = prog.load_func("count_all", BPF.SOCKET_FILTER)
@@ -81,7 +81,7 @@ def test_writer_workload_makes_exactly_its_writes(tmp_path):
     it (exec keeps the pid), so that a BPF program keyed by thread can be
     loaded first."""
     from ebpf_tutor import Program
-    from ebpf_tutor.checks.ch02 import WRITER_C, compile_c
+    from ebpf_tutor.labs.checks.ch02 import WRITER_C, compile_c
     binary = compile_c(WRITER_C, tmp_path / "ebtwriter", "-pthread")
     launcher = tmp_path / "ebtlaunch.sh"
     launcher.write_text(f'#!/bin/sh\nread go\nexec {binary} "$@"\n')
@@ -109,7 +109,7 @@ def test_writer_workload_makes_exactly_its_writes(tmp_path):
 @needs_root
 def test_stack_target_has_its_function(tmp_path):
     """The 2.3 target exports its fresh function name in its symbol table."""
-    from ebpf_tutor.checks.ch02 import TARGET_C, compile_c
+    from ebpf_tutor.labs.checks.ch02 import TARGET_C, compile_c
     binary = compile_c(TARGET_C.replace("SPIN", "ebt_spin_test").replace("DECOY", "ebt_decoy_test"),
                        tmp_path / "target")
     symbols = subprocess.run(["nm", str(binary)], capture_output=True, text=True).stdout

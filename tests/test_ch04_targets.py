@@ -1,7 +1,7 @@
 """The chapter 4 check workloads do what the checks believe they do.
 
 A check is only as good as its truth: these tests run the C targets of
-ebpf_tutor.targets without any BPF and compare their behaviour with the
+ebpf_tutor.labs.targets without any BPF and compare their behaviour with the
 plans the checks make (no root needed, only gcc)."""
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebpf_tutor.checks import ch04
-from ebpf_tutor.targets import (SOURCES, TargetDir, blocked_in_read, in_initial_pid_namespace,
+from ebpf_tutor.labs.checks import ch04
+from ebpf_tutor.labs.targets import (SOURCES, TargetDir, blocked_in_read, in_initial_pid_namespace,
                                 read_line, stop, thread_states, wait_for)
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ebpf_tutor.events import ConsumerStats, RingBufferConsumer, RingReader, map_info, record_stride
-from ebpf_tutor.mock import MockMap, MockRingBuf
+from ebpf_tutor.testing.mock import MockMap, MockRingBuf
 from ebpf_tutor.testing import bpf_program  # noqa: F401 - fixture
 from tests.conftest import needs_root
 

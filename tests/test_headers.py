@@ -55,7 +55,7 @@ def test_version_sort_prefers_newest():
 def test_generated_offsets_take_btf_values(tmp_path):
     """A generated header's offsetof() constants are set from BTF, whatever
     the tree computed (make prepare used the olddefconfig'd config)."""
-    from ebpf_tutor.btf import kernel_btf
+    from ebpf_tutor.kernel.btf import kernel_btf
     h = tmp_path / "rq-offsets.h"
     h.write_text("#define RQ_nr_pinned 1 /* offsetof(struct rq, nr_pinned) */\n"
                  "#define TASK_threadsp 2 /* offsetof(struct task_struct, thread.sp) */\n"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ebpf_tutor import headers, layouts, repair
-from ebpf_tutor.btf import kernel_btf
+from ebpf_tutor import headers
+from ebpf_tutor.kernel import layouts, repair
+from ebpf_tutor.kernel.btf import kernel_btf
 
 pytestmark = pytest.mark.skipif(not headers.VMLINUX.exists(), reason="kernel has no BTF")
 
@@ -96,7 +97,8 @@ def test_a_poisoned_struct_gives_a_named_compile_error(verified, tmp_path, monke
     assert result.poisoned == ["struct sched_entity"]
     _, err = layouts.compile_probe(flags, [], emit=False)
     assert " error: " not in err, err[:500]
-    from ebpf_tutor import Program, errors, program
+    from ebpf_tutor import Program
+    from ebpf_tutor import errors, program
     monkeypatch.setenv("BCC_KERNEL_SOURCE", str(tree))
     monkeypatch.setattr(program, "use_verified_headers", lambda: None)
     src = ("#include <linux/sched.h>\nint f(void *ctx) {\n"

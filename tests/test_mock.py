@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ebpf_tutor import errors
-from ebpf_tutor.mock import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, ENOTSUPP, InjectedFailure, MockBPF,
+from ebpf_tutor.testing.mock import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, ENOTSUPP, InjectedFailure, MockBPF,
                              MockMap, MockRingBuf, inject_failure, lpm_key)
 from ebpf_tutor.testing import (KernelMap, assert_raises_errno, bpf_program,  # noqa: F401 - fixtures
                                 has_bpf_capabilities, make_key, make_value, mock_maps, run_op)

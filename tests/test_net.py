@@ -70,28 +70,28 @@ def test_a_fresh_pair_carries_its_first_packet_at_once():
 
 @needs_root
 def test_quiet_pair_carries_only_our_packets():
-    from ebpf_tutor import net
+    from ebpf_tutor import net, traffic
     with net.VethPair(quiet=True) as lab:
         before = lab.stats("b")["rx_packets"]
-        assert net.ping(lab, "a", lab.ip_b, count=4).received == 4
+        assert traffic.ping(lab, "a", lab.ip_b, count=4).received == 4
         assert lab.stats("b")["rx_packets"] - before == 4     # no ARP, no IPv6 chatter
 
 
 @needs_root
 def test_star_routes_leaves_through_the_hub():
-    from ebpf_tutor import net
-    from ebpf_tutor.sweep import owner_pid
+    from ebpf_tutor import net, traffic
+    from ebpf_tutor.sandbox.sweep import owner_pid
     import os
     with net.Star(["client", "b1", "b2"], hub="lb") as lan:
         assert all(owner_pid(n) == os.getpid() for n in lan.ns.values())
-        assert net.ping(lan, "client", lan.ip["b2"], count=2).received == 2
+        assert traffic.ping(lan, "client", lan.ip["b2"], count=2).received == 2
         assert net.is_ours(lan.ns["lb"], "to-b1") and net.is_ours(lan.ns["b1"], "eth0")
         with pytest.raises(ValueError, match="one interface per leaf"):
             lan.where("lb")
         lan.add_address("b1", "10.201.100.1")
         lan.add_route("lb", "10.201.100.1/32", via=lan.ip["b1"])
-        with net.TcpServer(lan.ns["b1"], 8080, "b1") as srv:
-            ex = net.tcp_exchange(lan.ns["client"], "10.201.100.1", 8080, "hello")
+        with traffic.TcpServer(lan.ns["b1"], 8080, "b1") as srv:
+            ex = traffic.tcp_exchange(lan.ns["client"], "10.201.100.1", 8080, "hello")
         assert ex.ok and ex.reply == "b1 hello" and srv.requests == ["hello"]
     assert not set(lan.ns.values()) & set(net.our_namespaces())
     assert not net.is_ours(lan.ns["lb"], "to-b1")
@@ -111,11 +111,11 @@ def test_sandbox_is_removed_on_error_and_ctrl_c(exc):
 # ---------------------------------------------------------------- traffic --
 @needs_root
 def test_udp_flows_are_counted_per_source_and_flow():
-    from ebpf_tutor import net
+    from ebpf_tutor import net, traffic
     with net.Star(["one", "two", "sink"]) as lan, \
-            net.UdpSink(lan.ns["sink"], 9000) as sink, \
-            net.UdpFlow(lan.ns["one"], lan.ip["sink"], 9000, flow_id=1) as f1, \
-            net.UdpFlow(lan.ns["two"], lan.ip["sink"], 9000, flow_id=2) as f2:
+            traffic.UdpSink(lan.ns["sink"], 9000) as sink, \
+            traffic.UdpFlow(lan.ns["one"], lan.ip["sink"], 9000, flow_id=1) as f1, \
+            traffic.UdpFlow(lan.ns["two"], lan.ip["sink"], 9000, flow_id=2) as f2:
         f1.send(30)
         f2.send(7)
         sink.settle()
@@ -124,16 +124,16 @@ def test_udp_flows_are_counted_per_source_and_flow():
 
 
 def _ones_complement_ok(data: bytes) -> bool:
-    from ebpf_tutor.packets import checksum
+    from ebpf_tutor.sandbox.packets import checksum
     return checksum(data) == 0
 
 
 def test_crafted_frames_have_valid_checksums():
-    from ebpf_tutor import net
+    from ebpf_tutor import traffic
     macs = ("02:00:00:00:00:01", "02:00:00:00:00:02")
-    for frame in [net.udp_frame(*macs, "10.0.0.1", "10.0.0.2", 1234, 53, b"hello!"),
-                  net.tcp_syn_frame(*macs, "10.0.0.1", "10.0.0.2", 1234, 80),
-                  net.icmp_echo_frame(*macs, "10.0.0.1", "10.0.0.2", payload=b"abc")]:
+    for frame in [traffic.udp_frame(*macs, "10.0.0.1", "10.0.0.2", 1234, 53, b"hello!"),
+                  traffic.tcp_syn_frame(*macs, "10.0.0.1", "10.0.0.2", 1234, 80),
+                  traffic.icmp_echo_frame(*macs, "10.0.0.1", "10.0.0.2", payload=b"abc")]:
         assert frame[12:14] == b"\x08\x00"
         ip, l4 = frame[14:34], frame[34:]
         assert _ones_complement_ok(ip)
@@ -147,25 +147,15 @@ def test_crafted_frames_have_valid_checksums():
 
 @needs_root
 def test_raw_frames_arrive_exactly_as_sent():
-    from ebpf_tutor import net
-    with net.VethPair(quiet=True) as lab, net.UdpSink(lab.ns["b"], 5353) as sink:
-        frames = [net.udp_frame(lab.mac("a"), lab.mac("b"), lab.ip_a, lab.ip_b, 4000 + i, 5353,
+    from ebpf_tutor import net, traffic
+    with net.VethPair(quiet=True) as lab, traffic.UdpSink(lab.ns["b"], 5353) as sink:
+        frames = [traffic.udp_frame(lab.mac("a"), lab.mac("b"), lab.ip_a, lab.ip_b, 4000 + i, 5353,
                                 b"x" * i) for i in range(25)]
-        assert net.send_frames(*lab.where("a"), frames) == 25
+        assert traffic.send_frames(*lab.where("a"), frames) == 25
         sink.settle()
         assert sink.total == 25
         with pytest.raises(net.NotOurInterface):
-            net.send_frames(None, "lo", frames)
-
-
-def test_traffic_names_stay_importable_from_net():
-    from ebpf_tutor import net, traffic
-    from ebpf_tutor.net import UdpFlow, ping       # notebooks and solutions import them so
-    assert UdpFlow is traffic.UdpFlow and ping is traffic.ping
-    for name in net._TRAFFIC:
-        assert getattr(net, name) is getattr(traffic, name) and name in dir(net)
-    with pytest.raises(AttributeError):
-        net.no_such_name
+            traffic.send_frames(None, "lo", frames)
 
 
 @needs_root
@@ -190,12 +180,12 @@ int tc_count(struct __sk_buff *skb) { seen.increment(0); return 0; }   /* TC_ACT
 
 @needs_root
 def test_tc_attach_counts_and_detaches():
-    from ebpf_tutor import Program, net, tc
+    from ebpf_tutor import Program, net, traffic, tc
     with net.VethPair(quiet=True) as lab, Program(TC_COUNT) as prog:
         with pytest.raises(net.NotOurInterface):
             tc.attach(prog, "tc_count", None, "lo")
         with tc.attach(prog, "tc_count", *lab.where("b"), direction="ingress"):
-            assert net.ping(lab, "a", lab.ip_b, count=3).received == 3
+            assert traffic.ping(lab, "a", lab.ip_b, count=3).received == 3
         assert prog["seen"][0].value == 3
         qdiscs = lab.run_in("b", ["tc", "qdisc", "show", "dev", lab.ifname["b"]]).stdout
         assert "clsact" not in qdiscs

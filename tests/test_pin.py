@@ -1,4 +1,4 @@
-"""ebpf_tutor.pin: a pinned map outlives its program, reads back exactly,
+"""ebpf_tutor.bpfsys.pin: a pinned map outlives its program, reads back exactly,
 and is freed when unpinned or when sweep finds its owner dead."""
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def no_pins_left():
 
 def test_pin_path_names_the_owner():
     from ebpf_tutor import pin
-    from ebpf_tutor.sweep import PIN_DIR, owner_pid
+    from ebpf_tutor.sandbox.sweep import PIN_DIR, owner_pid
     a, b = pin.pin_path("x"), pin.pin_path("x")
     assert a != b
     assert a.parent == PIN_DIR and PIN_DIR.is_dir()
@@ -121,7 +121,7 @@ def test_sweep_removes_the_pins_of_a_dead_run():
     """A process pins a map and dies without unpinning: the map survives it,
     until sweep sees that its owner is gone."""
     from ebpf_tutor import pin
-    from ebpf_tutor.sweep import sweep
+    from ebpf_tutor.sandbox.sweep import sweep
     child = subprocess.run([sys.executable, "-c", (
         "import os\n"
         "from ebpf_tutor import Program, pin\n"

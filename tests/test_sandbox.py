@@ -16,7 +16,7 @@ from tests.conftest import leftovers, needs_root
 
 @needs_root
 def test_veth_pair_connects_two_private_namespaces():
-    from ebpf_tutor.net import VethPair, our_namespaces
+    from ebpf_tutor.sandbox.net import VethPair, our_namespaces
     with VethPair() as lab:
         assert set(lab.ns.values()) <= set(our_namespaces())
         r = lab.run_in("a", ["ping", "-c", "2", "-i", "0.2", "-W", "2", lab.ip_b])
@@ -25,7 +25,7 @@ def test_veth_pair_connects_two_private_namespaces():
 
 
 def test_guard_refuses_host_interfaces():
-    from ebpf_tutor.net import NotOurInterface, guard
+    from ebpf_tutor.sandbox.net import NotOurInterface, guard
     for ifname in ("lo", "eth0"):
         with pytest.raises(NotOurInterface, match="not created by an ebpf_tutor sandbox"):
             guard(None, ifname)
@@ -34,7 +34,7 @@ def test_guard_refuses_host_interfaces():
 
 @needs_root
 def test_scratch_cgroup_runs_a_process_inside_and_is_removed():
-    from ebpf_tutor.cgroup import ScratchCgroup
+    from ebpf_tutor.sandbox.cgroup import ScratchCgroup
     with ScratchCgroup("t") as cg:
         r = cg.run(["cat", "/proc/self/cgroup"])
         assert cg.path.name in r.stdout
@@ -43,11 +43,11 @@ def test_scratch_cgroup_runs_a_process_inside_and_is_removed():
 
 @needs_root
 def test_sweep_removes_what_a_killed_run_left():
-    from ebpf_tutor.sweep import sweep
+    from ebpf_tutor.sandbox.sweep import sweep
     code = textwrap.dedent("""
         import time
-        from ebpf_tutor.net import VethPair
-        from ebpf_tutor.cgroup import ScratchCgroup
+        from ebpf_tutor.sandbox.net import VethPair
+        from ebpf_tutor.sandbox.cgroup import ScratchCgroup
         VethPair().__enter__(); ScratchCgroup("killed").__enter__()
         print("ready", flush=True)
         time.sleep(60)
@@ -69,15 +69,15 @@ def test_sweep_removes_what_a_killed_run_left():
 def test_sweep_removes_the_loop_devices_of_a_killed_lab_6_3_check(tmp_path):
     """Check 6.3 freezes a file system on loop devices it creates; a check
     killed mid-way leaves them, named after its pid: sweep thaws and frees them."""
-    from ebpf_tutor.checks.ch06 import _scratch_dir
-    from ebpf_tutor.sweep import sweep
+    from ebpf_tutor.labs.checks.ch06 import _scratch_dir
+    from ebpf_tutor.sandbox.sweep import sweep
     folder = _scratch_dir()
     if folder is None or not shutil.which("fsfreeze"):
         pytest.skip("no folder on a block device, or no fsfreeze")
     code = textwrap.dedent(f"""
         import os, time
         from pathlib import Path
-        from ebpf_tutor.checks import ch06
+        from ebpf_tutor.labs.checks import ch06
         def hang(*a, **k):          # B's read comes once A's write is held in flight
             print("ready", flush=True)
             time.sleep(60)

@@ -1,7 +1,7 @@
 """workload.Child and GatedChild: the pid is known before any work runs."""
 import os
 
-from ebpf_tutor.workload import Child, GatedChild
+from ebpf_tutor.labs.workload import Child, GatedChild
 
 
 def test_child_works_only_after_go(tmp_path):

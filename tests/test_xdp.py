@@ -37,14 +37,14 @@ def bpftool_knows(prog_id: int) -> bool:
 @needs_root
 @pytest.mark.parametrize("mode", ["native", "generic"])
 def test_attach_reads_back_mode_and_id_then_detaches(prog, mode):
-    from ebpf_tutor import net, xdp
+    from ebpf_tutor import net, traffic, xdp
     with net.VethPair(quiet=True) as lab:
         with xdp.attach(prog, "xdp_count", *lab.where("b"), mode=mode) as att:
             assert att.mode == mode and att.prog_id == xdp.prog_id(xdp.load(prog, "xdp_count").fd)
             assert xdp.state(*lab.where("b")) == {"mode": mode, "prog_id": att.prog_id}
             shown = lab.run_in("b", ["ip", "link", "show", "veth-b"]).stdout
             assert (" xdpgeneric " if mode == "generic" else " xdp ") in shown
-            assert net.ping(lab, "a", lab.ip_b, count=3).received == 3
+            assert traffic.ping(lab, "a", lab.ip_b, count=3).received == 3
         assert xdp.state(*lab.where("b")) == {"mode": None, "prog_id": None}
         assert prog["seen"][0].value == 3
 
@@ -72,14 +72,14 @@ def test_one_program_per_interface_with_a_hint(prog):
 
 @needs_root
 def test_drop_really_drops_and_ctrl_c_detaches(prog):
-    from ebpf_tutor import net, xdp
+    from ebpf_tutor import net, traffic, xdp
     with net.VethPair(quiet=True) as lab:
         with pytest.raises(KeyboardInterrupt):
             with xdp.attach(prog, "xdp_drop", *lab.where("b")):
-                assert net.ping(lab, "a", lab.ip_b, count=2, wait=0.5).received == 0
+                assert traffic.ping(lab, "a", lab.ip_b, count=2, wait=0.5).received == 0
                 raise KeyboardInterrupt
         assert xdp.state(*lab.where("b"))["mode"] is None
-        assert net.ping(lab, "a", lab.ip_b, count=2).received == 2
+        assert traffic.ping(lab, "a", lab.ip_b, count=2).received == 2
 
 
 @needs_root
@@ -95,8 +95,8 @@ def test_closing_the_sandbox_releases_a_forgotten_attachment():
 
 @needs_root
 def test_test_run_gives_verdict_and_output(prog):
-    from ebpf_tutor import net, xdp
-    frame = net.udp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", "10.0.0.1", "10.0.0.2", 1, 2)
+    from ebpf_tutor import traffic, xdp
+    frame = traffic.udp_frame("02:00:00:00:00:01", "02:00:00:00:00:02", "10.0.0.1", "10.0.0.2", 1, 2)
     run = xdp.test_run(prog, "xdp_swap", frame)
     assert run.action == "XDP_TX"
     assert run.data_out == frame[6:12] + frame[0:6] + frame[12:]
@@ -106,10 +106,10 @@ def test_test_run_gives_verdict_and_output(prog):
 
 @needs_root
 def test_flood_delivers_exactly_count_frames(prog):
-    from ebpf_tutor import net, xdp
+    from ebpf_tutor import net, traffic, xdp
     with net.VethPair(quiet=True, xdp_ready=True) as lab, \
             xdp.attach(prog, "xdp_drop", *lab.where("b")):
-        frame = net.udp_frame(lab.mac("a"), lab.mac("b"), lab.ip_a, lab.ip_b, 1, 9)
+        frame = traffic.udp_frame(lab.mac("a"), lab.mac("b"), lab.ip_a, lab.ip_b, 1, 9)
         seconds = xdp.flood(*lab.where("a"), frame, 20_000)
         assert seconds > 0
         assert prog["seen"][0].value == 20_000

@@ -47,7 +47,7 @@ def sh(*cmd: str, **kw) -> subprocess.CompletedProcess:
 
 def mirror() -> str:
     sys.path.insert(0, str(ROOT))
-    from ebpf_tutor.headers import _mirror_uri
+    from ebpf_tutor.kernel.headers import _mirror_uri
     return _mirror_uri()
 
 

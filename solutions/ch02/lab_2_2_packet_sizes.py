@@ -62,7 +62,7 @@ from bcc import BPF
 
 from ebpf_tutor import Program, log2_hist_df, plot_log2_hist
 from ebpf_tutor.labs import check
-from ebpf_tutor.net import VethPair, inside
+from ebpf_tutor.sandbox.net import VethPair, inside
 
 # %% [markdown]
 # ## Your program

@@ -56,10 +56,10 @@
 #   `data_end`, and jump to `drop` when it is past the end.
 
 # %%
-from ebpf_tutor.asm import *
+from ebpf_tutor.bpfsys.asm import *
 from ebpf_tutor.bpfsys import XDP_DROP, XDP_MD, XDP_PASS, ProgType, load
 from ebpf_tutor.labs import check
-from ebpf_tutor.packets import describe, tcp_packet, udp_packet
+from ebpf_tutor.sandbox.packets import describe, tcp_packet, udp_packet
 
 # %% [markdown]
 # ## Your program

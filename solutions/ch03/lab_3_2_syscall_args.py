@@ -48,7 +48,7 @@
 # %%
 import os
 
-from ebpf_tutor.asm import *
+from ebpf_tutor.bpfsys.asm import *
 from ebpf_tutor.bpfsys import (MapType, ProgType, RawMap, attach_tracepoint, kernel_tgid, load,
                                tracepoint_format)
 from ebpf_tutor.labs import check

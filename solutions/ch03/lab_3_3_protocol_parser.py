@@ -55,10 +55,10 @@
 # bounds.
 
 # %%
-from ebpf_tutor.asm import *
+from ebpf_tutor.bpfsys.asm import *
 from ebpf_tutor.bpfsys import XDP_DROP, XDP_MD, XDP_PASS, MapType, ProgType, RawMap, load
 from ebpf_tutor.labs import check
-from ebpf_tutor.packets import cut, describe, tcp_packet, udp_packet
+from ebpf_tutor.sandbox.packets import cut, describe, tcp_packet, udp_packet
 
 MALFORMED, TCP, UDP, OTHER_IP, NOT_IP = range(5)
 

@@ -55,7 +55,7 @@
 import socket
 import struct
 
-from ebpf_tutor import Program, net, xdp
+from ebpf_tutor import Program, net, traffic, xdp
 from ebpf_tutor.labs import check
 
 # %% [markdown]
@@ -173,9 +173,9 @@ int xdp_ddos(struct xdp_md *ctx) {
 with net.Star(["attacker", "legit", "victim"], hub="router") as lan, \
         Program(PROGRAM) as prog, \
         xdp.attach(prog, "xdp_ddos", *lan.where("victim")), \
-        net.UdpSink(lan.ns["victim"], 9000) as sink, \
-        net.UdpFlow(lan.ns["attacker"], lan.ip["victim"], 9000) as flood, \
-        net.UdpFlow(lan.ns["legit"], lan.ip["victim"], 9000) as legit:
+        traffic.UdpSink(lan.ns["victim"], 9000) as sink, \
+        traffic.UdpFlow(lan.ns["attacker"], lan.ip["victim"], 9000) as flood, \
+        traffic.UdpFlow(lan.ns["legit"], lan.ip["victim"], 9000) as legit:
     flood.send(2000)
     legit.send(10)
     sink.settle()

@@ -64,7 +64,7 @@
 import ctypes as ct
 import socket
 
-from ebpf_tutor import Program, net, xdp
+from ebpf_tutor import Program, net, traffic, xdp
 from ebpf_tutor.labs import check
 
 # %% tags=["answer"]
@@ -207,10 +207,10 @@ with net.Star(["client", *names], hub="lb") as lan, Program(PROGRAM) as prog:
     servers = []
     for i, name in enumerate(names):
         lan.add_address(name, VIP)
-        servers.append(net.TcpServer(lan.ns[name], VPORT, name))
+        servers.append(traffic.TcpServer(lan.ns[name], VPORT, name))
         prog["backends"][ct.c_uint32(i)] = backend_entry(prog, lan, name)
     with xdp.attach(prog, "xdp_lb", *lan.where("lb", "to-client")):
-        replies = [net.tcp_exchange(lan.ns["client"], VIP, VPORT, f"req{i}").reply
+        replies = [traffic.tcp_exchange(lan.ns["client"], VIP, VPORT, f"req{i}").reply
                    for i in range(12)]
     for s in servers:
         s.close()

@@ -55,7 +55,7 @@ import ctypes as ct
 import socket
 import struct
 
-from ebpf_tutor import Program, net, xdp
+from ebpf_tutor import Program, net, traffic, xdp
 from ebpf_tutor.labs import check
 
 # %% [markdown]
@@ -186,7 +186,7 @@ with net.VethPair(quiet=True) as lab, Program(PROGRAM) as prog, \
         xdp.attach(prog, "xdp_sample", *lab.where("b")):
     prog["samples"].open_ring_buffer(
         lambda _ctx, data, size: got.append(ct.string_at(data, size)))
-    net.ping(lab, "a", lab.ip_b, count=50, interval=0.01)
+    traffic.ping(lab, "a", lab.ip_b, count=50, interval=0.01)
     prog.ring_buffer_poll(100)
     seen = prog["seen"][0].value
 for raw in got[:3]:

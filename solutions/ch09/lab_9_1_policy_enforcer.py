@@ -71,7 +71,7 @@ import subprocess
 import sys
 
 from ebpf_tutor import Program
-from ebpf_tutor.cgroup import ScratchCgroup
+from ebpf_tutor.sandbox.cgroup import ScratchCgroup
 from ebpf_tutor.labs import check
 
 # %% [markdown]

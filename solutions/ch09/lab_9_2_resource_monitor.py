@@ -53,7 +53,7 @@ import sys
 import pandas as pd
 
 from ebpf_tutor import Program
-from ebpf_tutor.cgroup import ScratchCgroup
+from ebpf_tutor.sandbox.cgroup import ScratchCgroup
 from ebpf_tutor.labs import check
 
 # %% [markdown]

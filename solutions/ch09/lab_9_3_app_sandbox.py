@@ -61,7 +61,7 @@
 import subprocess
 
 from ebpf_tutor import Program
-from ebpf_tutor.cgroup import ScratchCgroup
+from ebpf_tutor.sandbox.cgroup import ScratchCgroup
 from ebpf_tutor.labs import check
 
 # %% [markdown]

@@ -1,8 +1,8 @@
 """Chapter 7 checks: XDP DDoS protection, L4 load balancer, packet sampling.
 
-Every check builds its own network of namespaces (ebpf_tutor.net), attaches
+Every check builds its own network of namespaces (ebpf_tutor.sandbox.net), attaches
 the learner's program in native mode to an interface of that network, drives
-traffic whose true counts it knows (ebpf_tutor.traffic), and judges by what
+traffic whose true counts it knows (ebpf_tutor.sandbox.traffic), and judges by what
 arrives where."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import socket
 import struct
 import time
 
-from .. import net, packets, traffic, xdp
-from ..labs import LabFailed, expect, lab
-from ..program import Program, close_all
+from ...sandbox import net, packets, traffic, xdp
+from ..verdict import LabFailed, expect, lab
+from ...program import Program, close_all
 from . import byte_order_blind, has_table, load_packet_program
 
 

@@ -9,68 +9,22 @@ it knows, and compares. It prints one short PASS line, or raises LabFailed
 with what was expected, what was seen, and the next thing to try. Results
 go to a small progress file; `ebpf-tutor progress` prints the checklist.
 
-Checks live in `ebpf_tutor/checks/chNN.py` and register with `@lab(...)`.
+Checks live in `ebpf_tutor/labs/checks/chNN.py` and register with `@lab(...)`.
 """
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import os
 import pkgutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import course
+from .verdict import REGISTRY, Lab, LabFailed, expect, lab
 
-
-class LabFailed(AssertionError):
-    """A check's verdict: the learner's program did not do what the lab asks."""
-
-    def __init__(self, lab_id: str, message: str, hint: str = ""):
-        self.lab_id, self.message, self.hint = lab_id, message, hint
-        super().__init__(self.format())
-
-    def format(self) -> str:
-        text = f"FAIL lab {self.lab_id}: {self.message}"
-        if self.hint:
-            text += f"\n  next step: {self.hint}"
-        return text
-
-    def _render_traceback_(self) -> list[str]:
-        return self.format().splitlines()
-
-
-@dataclass
-class Lab:
-    id: str
-    title: str
-    check: Callable[..., str]
-    mode: str = "real"      # "real": programs really attached; "mock": in-memory maps only
-
-    @property
-    def params(self) -> list[str]:
-        return list(inspect.signature(self.check).parameters)
-
-
-REGISTRY: dict[str, Lab] = {}
-
-
-def lab(lab_id: str, title: str, mode: str = "real"):
-    """Register a check function. It takes the learner's answers as keyword
-    arguments, returns a short success detail, or raises LabFailed."""
-    def deco(fn):
-        REGISTRY[lab_id] = Lab(lab_id, title, fn, mode)
-        return fn
-    return deco
-
-
-def expect(cond: bool, lab_id: str, message: str, hint: str = "") -> None:
-    """Fail the check with `message` (and a next step) unless `cond`."""
-    if not cond:
-        raise LabFailed(lab_id, message, hint)
+__all__ = ["check", "progress", "record", "progress_file", "load_checks",
+           "LabFailed", "Lab", "REGISTRY", "expect", "lab"]
 
 
 def load_checks() -> dict[str, Lab]:
@@ -99,7 +53,7 @@ def check(lab_id: str, **answers) -> str:
         raise LabFailed(lab_id, "the answer is not written yet (NotImplementedError)",
                         "finish the TODOs in the answer cell, run it, then this check") from None
     except Exception as e:  # the learner's program broke: a failing verdict, with its message
-        from .errors import BpfError
+        from ..errors import BpfError
         message = e.format() if isinstance(e, BpfError) else f"{type(e).__name__}: {e}"
         record(lab_id, False, message.splitlines()[0])
         raise LabFailed(lab_id, "your code raised an error:\n" + message,
@@ -116,7 +70,7 @@ def progress_file() -> Path:
     env = os.environ.get("EBPF_TUTOR_PROGRESS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / ".progress.json"
+    return Path(__file__).resolve().parents[2] / ".progress.json"
 
 
 def record(lab_id: str, passed: bool, detail: str) -> None:

@@ -12,9 +12,9 @@ import ctypes as ct
 import random
 import time
 
-from .. import flows, net, packets, tc, traffic
-from ..labs import expect, lab
-from ..program import Program, close_all
+from ...sandbox import flows, net, packets, tc, traffic
+from ..verdict import expect, lab
+from ...program import Program, close_all
 from . import byte_order_blind, load_packet_program, require_table
 
 KEEP = "keep the declaration "      # the start of a missing map's hint

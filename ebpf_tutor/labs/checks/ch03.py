@@ -9,12 +9,12 @@ import subprocess
 import sys
 import tempfile
 
-from .. import bpfsys
+from ... import bpfsys
 from . import byte_order_blind
-from ..asm import AsmError
-from ..errors import VerifierError
-from ..labs import LabFailed, expect, lab
-from ..packets import (ETH_P_IP, IPPROTO_TCP, arp_packet, cut, ethernet, icmp_packet, ipv4,
+from ...bpfsys.asm import AsmError
+from ...errors import VerifierError
+from ..verdict import LabFailed, expect, lab
+from ...sandbox.packets import (ETH_P_IP, IPPROTO_TCP, arp_packet, cut, ethernet, icmp_packet, ipv4,
                        tcp, tcp_packet, truncate, udp_packet)
 
 VERDICT = {bpfsys.XDP_PASS: "PASS", bpfsys.XDP_DROP: "DROP"}

@@ -38,8 +38,9 @@ from typing import Iterator
 
 from pyroute2 import NetNS
 
-from . import bpfsys, net
-from .errors import AttachError
+from .. import bpfsys
+from . import net
+from ..errors import AttachError
 
 INGRESS, EGRESS = "ingress", "egress"
 PARENTS = {INGRESS: "ffff:fff2", EGRESS: "ffff:fff3"}      # clsact's two hooks
@@ -65,7 +66,7 @@ def _index(n: NetNS, ifname: str) -> int:
 
 def load(prog, fn_name: str):
     """prog.load_func(fn_name, SCHED_CLS): the verifier runs here."""
-    from .bcc_import import BPF
+    from ..kernel.bcc_import import BPF
     return prog.load_func(fn_name, BPF.SCHED_CLS)
 
 
@@ -305,7 +306,7 @@ def root_qdisc(ns_name: str, ifname: str, kind: str, *, classes: dict[int, str] 
         net.netlink(go)
     except BaseException as e:  # noqa: BLE001 - Ctrl-C included: leave no half-built qdisc
         if getattr(e, "code", None) == errno.ENOENT:
-            from .errors import FeatureUnavailable
+            from ..errors import FeatureUnavailable
             raise FeatureUnavailable(f"this kernel has no {kind} qdisc",
                                      hint="see tc.available_qdiscs()") from None
         RootQdisc(ns_name, ifname, kind).remove()
@@ -440,7 +441,7 @@ def attach_socket_filter(prog, fn_name: str, ns_name: str, ifname: str,
     bound to `ifname` inside namespace `ns_name` (BCC's attach_raw_socket,
     run in that namespace). The returned socket owns the descriptor: BCC
     never closes it, so close the socket (or use `with`)."""
-    from .bcc_import import BPF
+    from ..kernel.bcc_import import BPF
     net.guard(ns_name, ifname, allow_foreign)
     fn = prog.load_func(fn_name, BPF.SOCKET_FILTER)
 
@@ -467,7 +468,7 @@ def drain(sock: socket.socket, bufsize: int = 4096) -> list[bytes]:
 def map_fd(prog, name: str) -> int:
     """The file descriptor of map `name` of a BCC program, for map types BCC
     0.26's Python has no class for (SOCKMAP, SOCKHASH)."""
-    from .bcc_import import bcc
+    from ..kernel.bcc_import import bcc
     fd = bcc.libbcc.lib.bpf_table_fd(prog.module, name.encode())
     if fd < 0:
         raise KeyError(f"the program has no map named {name!r}")
@@ -476,7 +477,7 @@ def map_fd(prog, name: str) -> int:
 
 def sock_map_set(prog, name: str, key: int, sock: socket.socket) -> None:
     """Put a (connected TCP) socket into SOCKMAP/SOCKHASH `name` under u32 `key`."""
-    from .bcc_import import bcc
+    from ..kernel.bcc_import import bcc
     k, v = ct.c_uint32(key), ct.c_int(sock.fileno())
     if bcc.libbcc.lib.bpf_update_elem(map_fd(prog, name), ct.byref(k), ct.byref(v), 0) != 0:
         code = ct.get_errno()
@@ -490,7 +491,7 @@ def sock_map_program(prog, fn_name: str, map_name: str, kind: str = "sk_msg") ->
     ("sk_msg": runs on every sendmsg of a socket in the map) or an sk_skb
     stream verdict ("sk_skb": runs on every chunk a socket in the map
     receives), for a `with` block."""
-    from .bcc_import import BPF, bcc
+    from ..kernel.bcc_import import BPF, bcc
     at = bcc.BPFAttachType
     prog_type, attach_type = {"sk_msg": (BPF.SK_MSG, at.SK_MSG_VERDICT),
                               "sk_skb": (BPF.SK_SKB, at.SK_SKB_STREAM_VERDICT)}[kind]

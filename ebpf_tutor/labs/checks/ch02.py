@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..labs import LabFailed, expect, lab
-from ..net import VethPair, inside
-from ..program import Program, close_all
+from ..verdict import LabFailed, expect, lab
+from ...sandbox.net import VethPair, inside
+from ...program import Program, close_all
 from ..workload import unique_name
 from . import count_of, has_table, require_table
 

@@ -1,6 +1,6 @@
 """Chapter 4 checks: process tree monitor, file latency tracker, memory profiler.
 
-Each check compiles a small C target (ebpf_tutor.targets), starts it under
+Each check compiles a small C target (ebpf_tutor.labs.targets), starts it under
 conditions it controls, and compares what the learner's program recorded
 with what the target really did."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..labs import LabFailed, expect, lab
-from ..program import Program, close_all
+from ..verdict import LabFailed, expect, lab
+from ...program import Program, close_all
 from ..targets import (TargetDir, blocked_in_read, in_initial_pid_namespace, read_line, stop,
                        thread_states, wait_for)
 from ..workload import unique_name
@@ -51,7 +51,7 @@ def _tree_plan(paths: list[Path], rng: random.Random) -> tuple[list[str], dict[s
 
 def _run_tree(prog, argv: list[str]) -> tuple[subprocess.Popen, str, "pd.DataFrame"]:
     """Start the root, collect events until it has exited; its stdout and the events."""
-    from ..data import EventCollector
+    from ...data import EventCollector
     events = EventCollector(prog, "events")
     root = subprocess.Popen(argv, stdout=subprocess.PIPE)
     try:

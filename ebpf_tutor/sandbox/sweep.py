@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-PIN_DIR = Path("/sys/fs/bpf/ebpf-tutor")
+from ..bpfsys.pin import PIN_DIR
 
 
 def _pid_alive(pid: int) -> bool:

@@ -30,21 +30,21 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Iterator, Union
 
-from . import arch as _arch
-from . import errors
+from ..kernel import arch as _arch
+from .. import errors
 from .asm import (R0, R1, R2, R3, R4, R6, R10, U64, add, assemble, call, disasm, exit_, jne,
                   label, ld_map_fd, ldx, listing, mov, rsh, stx)
 
 # ------------------------------------------------------- syscall numbers --
 # The same system call has a different number on each architecture: the
-# tables live in ebpf_tutor/arch.py.
+# tables live in ebpf_tutor/kernel/arch.py.
 def syscall_number(name: str, arch: str | None = None) -> int:
     """The number of system call `name` ("bpf", "perf_event_open") here or on `arch`."""
     try:
         return _arch.syscall_nr(name, arch)
     except _arch.UnsupportedArch as e:
         raise errors.FeatureUnavailable(str(e), hint="add the architecture to the tables in "
-                                        "ebpf_tutor/arch.py") from None
+                                        "ebpf_tutor/kernel/arch.py") from None
 
 
 _libc = ct.CDLL(None, use_errno=True)
@@ -499,7 +499,7 @@ def load(program: ProgramCode, prog_type: ProgType, *, name: str = "prog", licen
 
 _INSN_LINE = re.compile(r"^(\d+): \(([0-9a-f]{2})\)")
 
-# Hints in terms of instructions, for programs written with ebpf_tutor.asm
+# Hints in terms of instructions, for programs written with ebpf_tutor.bpfsys.asm
 # (errors.VERIFIER_HINTS speaks C).
 ASM_HINTS = [
     (r"R0 !read_ok", "set R0 (the return value) on every path before exit_()"),

@@ -11,9 +11,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..doctor import CAPS, capabilities, kernel_config
-from ..labs import LabFailed, expect, lab
-from ..program import Program, close_all
+from ...doctor import CAPS, capabilities, kernel_config
+from ..verdict import LabFailed, expect, lab
+from ...program import Program, close_all
 from ..workload import Executables, unique_name
 from . import count_of, has_table
 

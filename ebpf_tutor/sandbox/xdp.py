@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import net
-from .errors import AttachError
+from ..errors import AttachError
 
 XDP_FLAGS_UPDATE_IF_NOEXIST, XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1, 2, 4
 MODES = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
@@ -41,7 +41,7 @@ def prog_id(fd: int) -> int:
 
 def load(prog, fn_name: str):
     """prog.load_func(fn_name, XDP): BCC loads a function once and caches it."""
-    from .bcc_import import BPF
+    from ..kernel.bcc_import import BPF
     return prog.load_func(fn_name, BPF.XDP)
 
 
@@ -222,7 +222,7 @@ def flood(ns_name: str, ifname: str, frame: bytes, count: int, batch: int = 64) 
     any received traffic. Returns the seconds it took."""
     import time
 
-    from .program import Program
+    from ..program import Program
     net.guard(ns_name, ifname)
     ifindex = net.netlink(_ifindex, ns_name, ifname)
     with Program(GENERATOR_SRC.replace("IFINDEX", str(ifindex)), name="xdp flood") as gen:

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .. import features
-from ..labs import LabFailed, expect, lab
-from ..program import Program, close_all
+from ... import features
+from ..verdict import LabFailed, expect, lab
+from ...program import Program, close_all
 from ..workload import GatedChild, unique_name
 from . import has_table
 
@@ -34,7 +34,7 @@ Judge = Callable[[Program, str], str]
 def _verify_only(lab_id: str, source: str) -> int:
     """Compile `source` and load every function in it as a kprobe program: the
     verifier checks them, nothing is attached. Returns how many were loaded."""
-    from ..bcc_import import BPF
+    from ...kernel.bcc_import import BPF
     with Program(source, name=f"lab {lab_id} kprobe variant") as prog:
         return len(prog.load_funcs(BPF.KPROBE))
 

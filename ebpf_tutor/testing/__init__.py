@@ -128,9 +128,9 @@ def build_packet(protocol: str = "tcp", *, ip: int = 4, sport: int | None = None
                  ethernet: bool = True, **ip_kw) -> bytes:
     """A test packet: Ethernet + IPv4/IPv6 + TCP, UDP or ICMP echo, lengths
     and checksums right. One entry point over the builders of
-    `ebpf_tutor.packets` (tcp_packet, udp_packet, icmp_packet), which this
+    `ebpf_tutor.sandbox.packets` (tcp_packet, udp_packet, icmp_packet), which this
     module re-exports with `parse`; `ethernet=False` gives the IP packet."""
-    from . import packets
+    from ..sandbox import packets
     if ttl is not None:
         ip_kw["ttl" if ip == 4 else "hop_limit"] = ttl
     proto = protocol.lower()
@@ -151,7 +151,7 @@ def build_packet(protocol: str = "tcp", *, ip: int = 4, sport: int | None = None
 def __getattr__(name: str):
     # packets' own builders and parser, re-exported (imported when first used)
     if name in ("tcp_packet", "udp_packet", "icmp_packet", "parse", "checksum"):
-        from . import packets
+        from ..sandbox import packets
         return getattr(packets, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -226,7 +226,7 @@ def errno_of(exc: BaseException) -> int | None:
     found = [c for c in E.errorcode if os.strerror(c) in text]
     if found:   # the longest matching text: "Operation not permitted" over shorter ones
         return max(found, key=lambda c: len(os.strerror(c)))
-    from .errors import errno_from_message
+    from ..errors import errno_from_message
     return errno_from_message(text)
 
 
@@ -473,7 +473,7 @@ def run_op(m, op: str, *args) -> tuple[str, Any]:
 
 # --------------------------------------------------------------- fixtures --
 def _pin_base() -> Path:
-    from .sweep import PIN_DIR
+    from ..bpfsys.pin import PIN_DIR
     return PIN_DIR
 
 
@@ -482,7 +482,7 @@ if pytest is not None:
     def bpf_program():
         """A factory: bpf_program(C_TEXT, **kw) -> Program; all are closed
         after the test, whatever happened."""
-        from .program import Program
+        from ..program import Program
         made = []
 
         def make(text: str, **kwargs) -> Program:

@@ -80,7 +80,7 @@ class _InfoAttr(ct.Structure):
 def map_info(fd: int) -> dict[str, Any]:
     """A map's type, sizes, max_entries and name, from BPF_OBJ_GET_INFO_BY_FD
     (the raw bpf() syscall, numbered for this machine's architecture)."""
-    from . import arch
+    from ..kernel import arch
     libc = ct.CDLL(None, use_errno=True)
     info = _BpfMapInfo()
     attr = _InfoAttr(fd, ct.sizeof(info), ct.addressof(info))
@@ -738,7 +738,7 @@ class RingBufferConsumer:
 def _loads_are_ordered() -> bool:
     """True where the CPU keeps loads in order (x86-64, s390x), which the
     numpy fast path relies on; elsewhere the default is BCC's reader."""
-    from . import arch
+    from ..kernel import arch
     try:
         return arch.current().name in ("x86_64", "s390x")
     except arch.UnsupportedArch:
@@ -749,7 +749,7 @@ def _as_dtype(ctype, dtype) -> np.dtype | None:
     if dtype is not None:
         return np.dtype(dtype)
     if ctype is not None:
-        from .data import ctype_dtype
+        from ..data import ctype_dtype
         return ctype_dtype(ctype)
     return None
 
@@ -758,7 +758,7 @@ def _bcc_event_dtype(table) -> np.dtype | None:
     """The dtype of the struct BCC found for this ring buffer, if it found one."""
     try:
         from bcc.table import _get_event_class
-        from .data import ctype_dtype
+        from ..data import ctype_dtype
         return ctype_dtype(_get_event_class(table))
     except Exception:  # noqa: BLE001 - no struct known: the caller falls back
         return None

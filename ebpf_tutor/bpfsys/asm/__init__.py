@@ -1,6 +1,6 @@
 """A small assembler for eBPF: write instructions as Python calls.
 
-    from ebpf_tutor.asm import *
+    from ebpf_tutor.bpfsys.asm import *
 
     prog = [
         mov(R0, 0),            # r0 = 0

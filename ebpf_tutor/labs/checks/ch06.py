@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..data import slot_range
-from ..labs import LabFailed, expect, lab
-from ..program import Program, close_all
-from ..sweep import release_loop_stack
+from ...data import slot_range
+from ..verdict import LabFailed, expect, lab
+from ...program import Program, close_all
+from ...sandbox.sweep import release_loop_stack
 from ..workload import GatedChild, unique_name
 from . import has_table
 

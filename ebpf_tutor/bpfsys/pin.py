@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .sweep import PIN_DIR
 
 BPFFS = Path("/sys/fs/bpf")
+PIN_DIR = BPFFS / "ebpf-tutor"     # every pin the course makes; `sweep` empties it
 _counter = itertools.count()
 _lib: ct.CDLL | None = None
 
@@ -50,7 +50,7 @@ def libbpf() -> ct.CDLL:
     """libbpf, the library BCC itself links (loaded once, with errno)."""
     global _lib
     if _lib is None:
-        from . import bcc_import  # noqa: F401 - loads libbcc, and with it libbpf.so.1
+        from ..kernel import bcc_import  # noqa: F401 - loads libbcc, and with it libbpf.so.1
         name = ctypes.util.find_library("bpf") or "libbpf.so.1"
         lib = ct.CDLL(name, use_errno=True)
         lib.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
@@ -231,7 +231,7 @@ def pinned_df(path: str | os.PathLike, key_type=None, value_type=None):
     """A pinned map as a DataFrame, columns as `data.table_df` names them."""
     import pandas as pd
 
-    from .data import flatten
+    from ..data import flatten
     fd = open_pinned(path)
     try:
         rows = []

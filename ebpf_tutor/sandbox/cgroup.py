@@ -195,7 +195,7 @@ def attach_func(fn, target: Union["ScratchCgroup", str, Path], attach_type: int,
 
 
 def _attach(fn, path: Path, cg_fd: int, owns: bool, attach_type: int, flags: int) -> Attachment:
-    from .errors import AttachError
+    from ..errors import AttachError
     prog_fd = os.dup(fn.fd)
     rc = libbpf().bpf_prog_attach(prog_fd, cg_fd, attach_type, flags)
     if rc < 0:
@@ -223,7 +223,7 @@ def libbpf() -> ct.CDLL:
     """libbpf (the copy BCC itself uses), for the calls BCC 0.26 does not wrap."""
     global _libbpf
     if _libbpf is None:
-        from . import bcc_import  # noqa: F401 - loads libbcc, and with it libbpf.so.1
+        from ..kernel import bcc_import  # noqa: F401 - loads libbcc, and with it libbpf.so.1
         lib = ct.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
         lib.bpf_prog_query.argtypes = [ct.c_int, ct.c_int, ct.c_uint32, ct.POINTER(ct.c_uint32),
                                        ct.POINTER(ct.c_uint32), ct.POINTER(ct.c_uint32)]

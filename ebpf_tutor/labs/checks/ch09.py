@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cgroup import ScratchCgroup
-from ..labs import LabFailed, expect, lab
-from ..program import Program, close_all
+from ...sandbox.cgroup import ScratchCgroup
+from ..verdict import LabFailed, expect, lab
+from ...program import Program, close_all
 from . import byte_order_blind, require_table
 
 KEEP = "keep the given declaration: "  # the start of a missing map's hint

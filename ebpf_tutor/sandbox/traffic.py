@@ -4,7 +4,7 @@ put on the wire as given, a tiny TCP service and its client, ping.
 
 Every socket lives in a namespace of a sandbox (`net.VethPair`, `net.Star`),
 so nothing leaves the lab network. These names are also importable from
-`ebpf_tutor.net`, where they used to live.
+`ebpf_tutor.sandbox.net`, where they used to live.
 
     with net.VethPair(quiet=True) as lab, UdpSink(lab.ns["b"], 9000) as sink, \
             UdpFlow(lab.ns["a"], lab.ip_b, 9000, flow_id=1) as flow:

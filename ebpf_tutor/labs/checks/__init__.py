@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import BpfError
-from ..labs import LabFailed
-from ..program import Program
+from ...errors import BpfError
+from ..verdict import LabFailed
+from ...program import Program
 
 
 def byte_order_blind(port: int) -> bool:

@@ -13,7 +13,7 @@ remove what a killed run left behind.
 
 Counters (`link_stats`) are at the bottom. The traffic helpers (`UdpFlow`,
 `UdpSink`, `send_frames`, `TcpServer`, `tcp_exchange`, `ping`, the frame
-builders) live in `ebpf_tutor.traffic` and are importable from here too.
+builders) live in `ebpf_tutor.sandbox.traffic`, which builds on this module.
 """
 from __future__ import annotations
 
@@ -432,22 +432,3 @@ def link_stats(ns_name: str, ifname: str) -> dict[str, int]:
             st = link.get_attr("IFLA_STATS64")
             return {k: st[k] for k in st.keys() if isinstance(st[k], int)} if st else {}
     return netlink(read)
-
-
-# ---------------------------------------------------------------- traffic ---
-_TRAFFIC = ("MAGIC", "UdpFlow", "UdpSink", "ipv4_frame", "udp_frame", "tcp_syn_frame",
-            "icmp_echo_frame", "send_frames", "TcpServer", "Exchange", "tcp_exchange",
-            "PingResult", "ping")
-
-
-def __getattr__(name: str):
-    # the traffic half lives in ebpf_tutor.traffic (which imports this module):
-    # its names stay importable from here, loaded on first use
-    if name in _TRAFFIC:
-        from . import traffic
-        return getattr(traffic, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_TRAFFIC])

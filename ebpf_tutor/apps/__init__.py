@@ -1,0 +1,6 @@
+"""The course's complete applications (chapters 15-22), one subpackage each.
+
+An application builds on everything below it (Program, sandbox, bpfsys, events)
+and nothing imports it back: each is a tool that runs from its chapter and from
+`ebpf-tutor <app>`.
+"""
