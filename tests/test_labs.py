@@ -10,6 +10,9 @@ import pytest
 from tests.conftest import ROOT, needs_root
 from tests.mutants import all_mutants
 
+sys.path.insert(0, str(ROOT / "tools"))
+import labrun  # noqa: E402
+
 SOURCES = sorted((ROOT / "solutions").glob("ch*/lab_*.py"))
 PASS, FAIL = 0, 3
 MUTANTS = all_mutants()
@@ -21,9 +24,12 @@ def lab_id(src: Path) -> str:
     return f"{major}.{minor}"
 
 
-def run_lab(src: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools/labrun.py"), str(src), *extra],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+def run_lab(src: Path, starter: bool = False, replace: tuple = ()) -> subprocess.CompletedProcess:
+    """Run the lab as a learner would, in a fresh process; its code is made
+    here, so that process does not pay for importing jupytext."""
+    code = labrun.lab_program(src, starter, replace)
+    return subprocess.run([sys.executable, str(ROOT / "tools/labrun.py"), "--stdin", str(src)],
+                          input=code, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 def verdict(r: subprocess.CompletedProcess) -> str:
@@ -44,7 +50,7 @@ def test_solution_passes(src):
 @needs_root
 @pytest.mark.parametrize("src", SOURCES, ids=lab_id)
 def test_untouched_starter_fails(src):
-    r = run_lab(src, "--starter")
+    r = run_lab(src, starter=True)
     assert r.returncode == FAIL, verdict(r)
     assert f"FAIL lab {lab_id(src)}" in r.stdout
     assert "next step:" in r.stdout
@@ -58,8 +64,7 @@ KPROBE_CASES = [(src, m) for src in SOURCES for m in KPROBE_MUTANTS.get(lab_id(s
 
 def run_mutant(src: Path, mutant: tuple[str, ...]) -> subprocess.CompletedProcess:
     edits = mutant[1:]
-    args = [a for i in range(0, len(edits), 2) for a in ("--replace", edits[i], edits[i + 1])]
-    return run_lab(src, *args)
+    return run_lab(src, replace=list(zip(edits[::2], edits[1::2])))
 
 
 @needs_root

@@ -3,7 +3,7 @@ dict MUTANTS: lab id -> list of (what the mistake is, text in the solution,
 what a learner might have written instead, [more text, instead, ...]).
 
 Every mutant must make its lab's check fail; every text must occur in the
-solution verbatim (labrun exits 4 otherwise, and the test fails).
+solution verbatim (labrun.lab_program raises NotInLab otherwise, and the test fails).
 
 A module may also have KPROBE_MUTANTS, in the same form: wrong solutions
 that only a kernel with kprobes can expose (all_mutants("kprobe"))."""
