@@ -7,8 +7,9 @@ BPF LSM work, for the cells and labs this machine's kernel cannot run.
 
 `build` makes a disk image from Debian packages alone (debootstrap, the
 distribution's kernel and matching headers, BCC) and provisions it with
-scripts/provision.sh, the same path as everywhere else. The image is cached
-under /var/cache/ebpf-tutor/vm and rebuilt only when its inputs change.
+scripts/provision.sh, the same path as everywhere else, then boots it once to
+keep what provisioning does on its own kernel (the header audit). The image is
+cached under /var/cache/ebpf-tutor/vm and rebuilt only when its inputs change.
 
 `run` boots it (KVM when it works here, software emulation otherwise), shares
 this checkout into the VM at /w, runs the command there with BPF LSM enabled
@@ -71,10 +72,11 @@ def image_dir(suite: str) -> Path:
 
 
 def build(suite: str) -> Path:
-    """Build (or reuse) the image for `suite`; returns its folder."""
+    """Build (or reuse) the image for `suite`, warmed; returns its folder."""
     out = image_dir(suite)
     if (out / "disk.img").exists():
         log(f"image {out.name} is up to date")
+        warm(out, suite)
         return out
     t0 = time.monotonic()
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -99,6 +101,7 @@ def build(suite: str) -> Path:
            str(tmp_out / "disk.img"), "8G")
         tmp_out.rename(out)
         log(f"built {out.name} in {time.monotonic() - t0:.0f} s")
+        warm(out, suite)
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -144,10 +147,36 @@ def kvm_works() -> bool:
     return os.environ.get("EBPF_TUTOR_VM_ACCEL") == "kvm" and Path("/dev/kvm").exists()
 
 
+def warm(img: Path, suite: str) -> None:
+    """Boot a new image once with its disk writable, so that the one-time work
+    of provisioning on its own kernel (the header audit against BTF: 2-3 min
+    under emulation) is kept in the image instead of redone at every run.
+    It boots a copy, which replaces the image only if the boot succeeded."""
+    if (img / "warmed").exists():
+        return
+    copy = img / "disk.warming.img"
+    sh("cp", "--sparse=always", str(img / "disk.img"), str(copy))
+    log("warming the image: one boot that provisions it on its own kernel")
+    rc = _boot(img, copy, suite, ["true"], timeout=1800, writable=True)
+    if rc == 0:
+        copy.replace(img / "disk.img")
+        (img / "warmed").write_text(time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    else:
+        copy.unlink(missing_ok=True)
+        log(f"warming failed (exit {rc}): each run will audit the headers itself")
+
+
 def run(suite: str, command: list[str], timeout: int, memory: str = "3G") -> int:
     img = build(suite)
+    return _boot(img, img / "disk.img", suite, command, timeout, memory=memory)
+
+
+def _boot(img: Path, disk: Path, suite: str, command: list[str], timeout: int,
+          memory: str = "3G", writable: bool = False) -> int:
+    """Boot `disk` (changes discarded unless `writable`), run `command` in it
+    after provisioning, and return its exit status."""
     WORK.mkdir(parents=True, exist_ok=True)
-    job = f"{suite}-{os.getpid()}"
+    job = f"{suite}-{os.getpid()}{'-warm' if writable else ''}"
     (WORK / f"{job}.sh").write_text("#!/bin/bash\n" + " ".join(_quote(c) for c in command) + "\n")
     for ext in ("log", "rc"):
         (WORK / f"{job}.{ext}").unlink(missing_ok=True)
@@ -157,7 +186,7 @@ def run(suite: str, command: list[str], timeout: int, memory: str = "3G") -> int
     qemu = ["qemu-system-x86_64", "-accel", accel, "-smp", "2", "-m", memory,
             "-nographic", "-no-reboot", "-kernel", str(img / "vmlinuz"),
             "-initrd", str(img / "initrd.img"),
-            "-drive", f"file={img / 'disk.img'},format=raw,if=virtio,snapshot=on",
+            "-drive", f"file={disk},format=raw,if=virtio,snapshot={'off' if writable else 'on'}",
             "-virtfs", f"local,path={ROOT},mount_tag=repo,security_model=none,id=repo",
             "-nic", "none",
             "-append", f"{KERNEL_CMDLINE} course.job={job}"]
