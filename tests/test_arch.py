@@ -113,3 +113,16 @@ def test_table_is_sorted_and_read_only():
     assert list(t.values()) == sorted(t.values())
     with pytest.raises(TypeError):
         arch.get("x86_64").syscalls["bpf"] = 1
+
+
+def test_possible_cpus(tmp_path, monkeypatch):
+    assert arch.possible_cpus() >= (os.cpu_count() or 1) >= 1
+    listing = tmp_path / "possible"
+    monkeypatch.setattr(arch, "CPU_POSSIBLE", listing)
+    for text, n in [("0\n", 1), ("0-3\n", 4), ("0,2-5,7\n", 6)]:
+        listing.write_text(text)
+        assert arch.possible_cpus() == n
+    listing.write_text("garbage\n")
+    assert arch.possible_cpus() == (os.cpu_count() or 1)
+    listing.unlink()
+    assert arch.possible_cpus() == (os.cpu_count() or 1)

@@ -12,6 +12,7 @@ import pytest
 from ebpf_tutor import bpfsys
 from ebpf_tutor import errors
 from ebpf_tutor.bpfsys.asm import *
+from ebpf_tutor.kernel.arch import possible_cpus
 from tests.conftest import held_prog_ids, needs_root
 
 PACKET = bytes(range(64))
@@ -56,6 +57,7 @@ def _offset_in(btf, type_name: str, kind: str, path: str) -> int:
     (bpfsys.TestRunAttr, "union", "test.", None),
     (bpfsys.InfoAttr, "union", "info.", None),
     (bpfsys.ProgInfoStruct, "struct", "", None),
+    (bpfsys.MapInfoStruct, "struct", "", None),
     (bpfsys.PerfEventAttr, "struct", "", ["type", "size", "config", "sample_period",
                                           "sample_type", "read_format", "wakeup_events",
                                           "bp_type", "config1", "config2"]),
@@ -66,6 +68,7 @@ def test_ctypes_layouts_equal_the_kernels(struct, kind, prefix, fields):
     from ebpf_tutor.kernel.btf import kernel_btf
     btf = kernel_btf()
     name = {"union": "bpf_attr"}.get(kind) or {bpfsys.ProgInfoStruct: "bpf_prog_info",
+                                              bpfsys.MapInfoStruct: "bpf_map_info",
                                               bpfsys.PerfEventAttr: "perf_event_attr"}[struct]
     for field, _ in struct._fields_:
         if fields is not None and field not in fields:
@@ -102,9 +105,23 @@ def test_array_and_percpu_maps():
         with pytest.raises(errors.BpfError):
             a.update(5, 1)                                # past max_entries
     with bpfsys.RawMap(bpfsys.MapType.PERCPU_ARRAY, 4, 4, 1, name="t_percpu") as p:
-        ncpu = bpfsys._possible_cpus()
+        ncpu = possible_cpus()
         assert p.value_buffer_size == 8 * ncpu
         assert p.per_cpu(0) == [b"\0" * 4] * ncpu
+
+
+@needs_root
+def test_map_info_of_any_map_fd():
+    with bpfsys.RawMap(bpfsys.MapType.LRU_PERCPU_HASH, 4, 16, 8, name="t_info") as m:
+        info = bpfsys.map_info(m.fd)
+        assert (info.type, info.type_id, info.name) == ("lru_percpu_hash", 10, "t_info")
+        assert (info.key_size, info.value_size, info.max_entries) == (4, 16, 8)
+        assert info.per_cpu and info.id > 0
+    with bpfsys.RawMap(bpfsys.MapType.HASH, 4, 8, 8, name="t_info", flags=1) as m:
+        info = bpfsys.map_info(m.fd)          # flags=1: BPF_F_NO_PREALLOC
+        assert (info.type, info.map_flags, info.per_cpu) == ("hash", 1, False)
+    with pytest.raises(errors.BpfError, match="reading map info"):
+        bpfsys.map_info(m.fd)                 # closed
 
 
 @needs_root

@@ -110,6 +110,12 @@ def test_bcc_table_pinned_reuses_the_map(counter):
         assert shared.items() == [(7, 2)]
 
 
+def test_one_libbpf_for_pins_and_cgroups():
+    from ebpf_tutor import pin
+    from ebpf_tutor.sandbox import cgroup
+    assert pin.libbpf() is cgroup.libbpf()
+
+
 def test_open_missing_pin_raises():
     from ebpf_tutor import pin
     with pytest.raises(pin.PinError) as e:

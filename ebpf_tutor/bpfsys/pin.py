@@ -13,55 +13,31 @@ go under /sys/fs/bpf/ebpf-tutor/ and are named <pid>-<n>-<name>, so that
 
 BCC 0.26 has no Python call to pin a map, but the library it is built on,
 libbpf, does: this module calls libbpf's `bpf_obj_pin`, `bpf_obj_get` and
-map lookups through ctypes.
+map lookups through ctypes (`bpfsys.libbpf`).
 """
 from __future__ import annotations
 
 import ctypes as ct
-import ctypes.util
 import errno as _errno
 import itertools
 import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..kernel.arch import possible_cpus
+from .libbpf import libbpf
+from .maps import MapInfo, map_info
 
 BPFFS = Path("/sys/fs/bpf")
 PIN_DIR = BPFFS / "ebpf-tutor"     # every pin the course makes; `sweep` empties it
 _counter = itertools.count()
-_lib: ct.CDLL | None = None
-
-MAP_TYPES = {1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",
-             6: "percpu_array", 7: "stack_trace", 8: "cgroup_array", 9: "lru_hash",
-             10: "lru_percpu_hash", 11: "lpm_trie", 12: "array_of_maps", 13: "hash_of_maps",
-             22: "queue", 23: "stack", 27: "ringbuf"}
-PER_CPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash"}
 
 
 class PinError(OSError):
     """A pin, unpin or open of a pinned object failed."""
-
-
-def libbpf() -> ct.CDLL:
-    """libbpf, the library BCC itself links (loaded once, with errno)."""
-    global _lib
-    if _lib is None:
-        from ..kernel import bcc_import  # noqa: F401 - loads libbcc, and with it libbpf.so.1
-        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
-        lib = ct.CDLL(name, use_errno=True)
-        lib.bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
-        lib.bpf_obj_get.argtypes = [ct.c_char_p]
-        lib.bpf_obj_get_info_by_fd.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)]
-        lib.bpf_map_get_next_key.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
-        lib.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
-        lib.bpf_map_get_fd_by_id.argtypes = [ct.c_uint32]
-        lib.libbpf_num_possible_cpus.argtypes = []
-        _lib = lib
-    return _lib
 
 
 def _check(ret: int, what: str) -> int:
@@ -141,32 +117,6 @@ def unpin_all() -> list[Path]:
 
 
 # ------------------------------------------------------------------ read --
-class _MapInfo(ct.Structure):
-    _fields_ = [("type", ct.c_uint32), ("id", ct.c_uint32), ("key_size", ct.c_uint32),
-                ("value_size", ct.c_uint32), ("max_entries", ct.c_uint32),
-                ("map_flags", ct.c_uint32), ("name", ct.c_char * 16)]
-
-
-@dataclass(frozen=True)
-class MapInfo:
-    id: int
-    type: str
-    name: str
-    key_size: int
-    value_size: int
-    max_entries: int
-
-
-def map_info(fd: int) -> MapInfo:
-    """What the kernel says about a map: id, type, name and sizes."""
-    info = _MapInfo()
-    size = ct.c_uint32(ct.sizeof(info))
-    _check(libbpf().bpf_obj_get_info_by_fd(fd, ct.byref(info), ct.byref(size)), "map info")
-    return MapInfo(info.id, MAP_TYPES.get(info.type, f"type {info.type}"),
-                   info.name.decode(errors="replace"), info.key_size, info.value_size,
-                   info.max_entries)
-
-
 def map_exists(map_id: int) -> bool:
     """Whether the kernel still has a map with this id."""
     fd = libbpf().bpf_map_get_fd_by_id(map_id)
@@ -188,10 +138,6 @@ def wait_map_gone(map_id: int, timeout: float = 2.0) -> bool:
     return True
 
 
-def possible_cpus() -> int:
-    return _check(libbpf().libbpf_num_possible_cpus(), "count possible CPUs")
-
-
 def map_items(fd: int, key_type=None, value_type=None) -> list[tuple[Any, Any]]:
     """Every (key, value) of a map, by libbpf lookups on its fd.
 
@@ -200,7 +146,7 @@ def map_items(fd: int, key_type=None, value_type=None) -> list[tuple[Any, Any]]:
     gives one value per possible CPU (a list)."""
     info = map_info(fd)
     lib = libbpf()
-    ncpu = possible_cpus() if info.type in PER_CPU_TYPES else 1
+    ncpu = possible_cpus() if info.per_cpu else 1
     slot = (info.value_size + 7) // 8 * 8 if ncpu > 1 else info.value_size
     key, next_key = ct.create_string_buffer(info.key_size), ct.create_string_buffer(info.key_size)
     value = ct.create_string_buffer(slot * ncpu)

@@ -17,11 +17,16 @@ tool that calls `syscall(2)` by number, must use the right table:
 Numbers come from the kernel's own tables (kernel 6.18 source); each table
 below names the file it was read from. Architectures that use the generic
 table (arm64, riscv64) share one set of numbers.
+
+`possible_cpus()` counts the CPUs this machine could ever bring online: a
+per-CPU map holds one value for each of them.
 """
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
@@ -175,6 +180,22 @@ def syscall_table(arch: str | None = None) -> "dict[str, int]":
     return dict(sorted(get(arch).syscalls.items(), key=lambda kv: kv[1]))
 
 
+CPU_POSSIBLE = Path("/sys/devices/system/cpu/possible")
+
+
+def possible_cpus() -> int:
+    """How many CPUs are possible here (/sys/devices/system/cpu/possible,
+    e.g. "0-3" or "0,2-5"); os.cpu_count() if that cannot be read."""
+    try:
+        n = 0
+        for part in CPU_POSSIBLE.read_text().strip().split(","):
+            lo, _, hi = part.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+        return n
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
+
 __all__ = ["Arch", "ARCHES", "ALIASES", "UnsupportedArch", "normalize", "get", "current",
            "syscall_nr", "syscall_name", "syscall_prefix", "syscall_function", "kernel_arch",
-           "syscall_table"]
+           "syscall_table", "possible_cpus"]

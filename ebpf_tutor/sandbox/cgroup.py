@@ -21,7 +21,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes as ct
-import ctypes.util
 import errno
 import itertools
 import os
@@ -31,6 +30,8 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
+
+from ..bpfsys.libbpf import libbpf
 
 _counter = itertools.count()
 
@@ -214,25 +215,6 @@ def _attach(fn, path: Path, cg_fd: int, owns: bool, attach_type: int, flags: int
                           f"of {path.name}: {os.strerror(code)}", errno=code, hint=hint)
     name = fn.name.decode() if isinstance(fn.name, bytes) else str(fn.name)
     return Attachment(path, attach_type, prog_fd, cg_fd, owns, name)
-
-
-_libbpf: ct.CDLL | None = None
-
-
-def libbpf() -> ct.CDLL:
-    """libbpf (the copy BCC itself uses), for the calls BCC 0.26 does not wrap."""
-    global _libbpf
-    if _libbpf is None:
-        from ..kernel import bcc_import  # noqa: F401 - loads libbcc, and with it libbpf.so.1
-        lib = ct.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
-        lib.bpf_prog_query.argtypes = [ct.c_int, ct.c_int, ct.c_uint32, ct.POINTER(ct.c_uint32),
-                                       ct.POINTER(ct.c_uint32), ct.POINTER(ct.c_uint32)]
-        lib.bpf_prog_get_fd_by_id.argtypes = [ct.c_uint32]
-        lib.bpf_obj_get_info_by_fd.argtypes = [ct.c_int, ct.c_void_p, ct.POINTER(ct.c_uint32)]
-        lib.bpf_prog_attach.argtypes = [ct.c_int, ct.c_int, ct.c_int, ct.c_uint]
-        lib.bpf_prog_detach2.argtypes = [ct.c_int, ct.c_int, ct.c_int]
-        _libbpf = lib
-    return _libbpf
 
 
 def query(cgroup_fd: int, attach_type: int, effective: bool = False) -> list[int]:
