@@ -163,7 +163,6 @@ def test_bpffs_dir_pins_and_goes(bpffs_dir):
     assert str(bpffs_dir).startswith("/sys/fs/bpf/")
     m = T.KernelMap("array", 4, 4, 1)
     from ebpf_tutor.testing import libbpf
-    libbpf().bpf_obj_pin.argtypes = [ct.c_int, ct.c_char_p]
     assert libbpf().bpf_obj_pin(m.fd, str(bpffs_dir / "m").encode()) == 0
     m.close()
     assert (bpffs_dir / "m").exists()
