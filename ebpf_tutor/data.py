@@ -154,20 +154,36 @@ def ctype_dtype(ctype) -> np.dtype:
                      "offsets": [dt.fields[n][1] for n in dt.names], "itemsize": dt.itemsize})
 
 
+def event_dtype(table) -> np.dtype | None:
+    """The dtype of the event struct BCC parsed from the C source for a ring
+    or perf buffer map; None when it found none (say, a plain u64 sample)."""
+    from bcc.table import _get_event_class
+    dt = ctype_dtype(_get_event_class(table))
+    return dt if dt.itemsize else None
+
+
+def records_frame(arr: np.ndarray, decode_strings: bool = True, copy: bool = True) -> pd.DataFrame:
+    """A numpy array of records as a DataFrame, one column per field (a plain
+    array: one `value` column). Byte-string fields such as `comm` become str
+    columns unless `decode_strings=False`; array fields become list columns.
+    `copy=False` lets columns be views of `arr` (which must then stay unchanged)."""
+    if arr.dtype.names is None:
+        return pd.DataFrame({"value": arr}, copy=copy)
+    cols = {}
+    for name in arr.dtype.names:
+        col = arr[name]
+        if col.dtype.kind == "S" and decode_strings:
+            col = pd.Series(col).str.decode("utf-8", errors="replace").to_numpy()
+        elif col.ndim > 1:
+            col = list(col)
+        cols[name] = col
+    return pd.DataFrame(cols, copy=copy)
+
+
 def records_df(raw: bytes, dtype: np.dtype) -> pd.DataFrame:
     """Decode many packed records at once (one numpy call, no per-event objects).
     Byte-string fields such as `comm` become str columns."""
-    arr = np.frombuffer(raw, dtype=dtype)
-    cols = {}
-    for name in dtype.names or ():
-        col = arr[name]
-        if col.dtype.kind == "S":
-            cols[name] = pd.Series(col).str.decode("utf-8", errors="replace").to_numpy()
-        elif col.ndim > 1:
-            cols[name] = list(col)
-        else:
-            cols[name] = col
-    return pd.DataFrame(cols)
+    return records_frame(np.frombuffer(raw, dtype=dtype))
 
 
 class EventCollector:
@@ -207,10 +223,9 @@ class EventCollector:
     def drain(self) -> pd.DataFrame:
         """All events received so far, decoded in one batch; clears the buffer."""
         self.poll(0)
-        if self._dtype is None:   # the event struct BCC parsed from the C source
-            from bcc.table import _get_event_class
-            self._dtype = ctype_dtype(_get_event_class(self.table))
-        size = self._dtype.itemsize
+        if self._dtype is None:
+            self._dtype = event_dtype(self.table)
+        size = self._dtype.itemsize if self._dtype is not None else 0
         if size == 0:
             raise ValueError("BCC knows no event struct for this map: pass ctype= (a ctypes "
                              "Structure) to EventCollector, or submit a named struct type")

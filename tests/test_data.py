@@ -26,6 +26,28 @@ def test_records_decode_in_one_batch():
     assert df["ts"].dtype == np.uint64
 
 
+def test_records_of_a_plain_type_are_one_value_column():
+    raw = np.array([7, 8, 9], dtype=np.uint64).tobytes()
+    df = data.records_df(raw, np.dtype(np.uint64))
+    assert list(df.columns) == ["value"] and list(df["value"]) == [7, 8, 9]
+
+
+@needs_root
+def test_event_dtype_is_the_struct_bcc_parsed_or_none():
+    from ebpf_tutor import Program
+    src = """
+    struct ev { u32 pid; char comm[16]; };
+    BPF_RINGBUF_OUTPUT(events, 8);
+    BPF_RINGBUF_OUTPUT(plain, 8);
+    int out(void *ctx) { struct ev e = {}; events.ringbuf_output(&e, sizeof(e), 0);
+                         u64 v = 1; plain.ringbuf_output(&v, sizeof(v), 0); return 0; }
+    """
+    with Program(src) as p:
+        dt = data.event_dtype(p["events"])
+        assert dt.names == ("pid", "comm") and dt.itemsize == 20
+        assert data.event_dtype(p["plain"]) is None
+
+
 def test_plot_log2_hist_draws_one_bar_per_used_slot():
     import matplotlib
     matplotlib.use("Agg")

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ebpf_tutor.events import ConsumerStats, RingBufferConsumer, RingReader, map_info, record_stride
+from ebpf_tutor.bpfsys import map_info
+from ebpf_tutor.events import ConsumerStats, RingBufferConsumer, RingReader, record_stride
 from ebpf_tutor.testing.mock import MockMap, MockRingBuf
 from ebpf_tutor.testing import bpf_program  # noqa: F401 - fixture
 from tests.conftest import needs_root
@@ -300,7 +301,7 @@ def test_kernel_ring_every_event_in_order(kernel_prog):
     p = kernel_prog
     p["seqno"][ct.c_int(0)] = ct.c_uint64(0)
     before = bpf_map_mappings()
-    assert map_info(p["events"].map_fd)["max_entries"] == p["events"].max_entries == 256 * 4096
+    assert map_info(p["events"].map_fd).max_entries == p["events"].max_entries == 256 * 4096
     with RingBufferConsumer(p, "events", lost=p["lost"]) as c:
         assert c.mode == "fixed" and not c.mocked
         assert c.dtype.names == ("seq", "pid", "k")          # BCC's event struct, found for us
@@ -343,6 +344,31 @@ def test_kernel_ring_variable_sizes(mode, bpf_program):
     got = c.take()
     assert [len(b) for b in got] == [8, 24] * 100            # sizeof() includes padding
     assert got[1][:8] == (2).to_bytes(8, "little")
+
+
+SCALAR_SRC = r"""
+BPF_RINGBUF_OUTPUT(events, 4);
+TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+    if ((bpf_get_current_pid_tgid() >> 32) != TGID)
+        return 0;
+    u64 one = 1;
+    events.ringbuf_output(&one, sizeof(one), 0);
+    return 0;
+}
+"""
+
+
+@needs_root
+def test_kernel_ring_without_a_known_struct_falls_back_to_bcc(bpf_program):
+    """BCC found no struct (a plain u64 sample): not a 0-byte "fixed" record."""
+    p = bpf_program(SCALAR_SRC.replace("TGID", str(os.getpid())))
+    with RingBufferConsumer(p, "events") as c:
+        assert c.mode == "bcc" and c.dtype is None
+        for _ in range(10):
+            os.getppid()
+        assert c.wait_for(10, timeout=30)
+    assert c.take() == [(1).to_bytes(8, "little")] * 10
+    assert c.stats.healthy
 
 
 def test_close_without_drain_gives_up_the_queue_and_counts_it():

@@ -14,9 +14,9 @@ import os
 from collections.abc import MutableMapping
 from typing import Any, Iterator
 
+from ...bpfsys.maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST
 from .failures import OPS, InjectedFailure, Injection, bpf_error, fired, inject_failure
 
-BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 ENOTSUPP = 524   # the kernel's own "operation not supported" (not in Python's errno)
 
 # The kernel's enum bpf_map_type numbers (what BCC's table.ttype holds).

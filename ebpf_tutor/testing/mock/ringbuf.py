@@ -6,10 +6,10 @@ import threading
 
 import numpy as np
 
+from ...events.ring import BUSY_BIT, DISCARD_BIT, HDR_SIZE, record_stride
 from .failures import bpf_error
 
-BUSY_BIT, DISCARD_BIT, HDR_SIZE = 1 << 31, 1 << 30, 8
-PAGE = 4096
+PAGE = 4096     # this mock's own page: its layout does not depend on the machine's
 
 
 class MockRingBuf:
@@ -55,7 +55,7 @@ class MockRingBuf:
     def reserve(self, size: int) -> int | None:
         """Reserve room for a sample of `size` bytes; returns its position
         (pass it to submit/discard) or None when there is no room."""
-        total = (size + HDR_SIZE + 7) // 8 * 8
+        total = record_stride(size)
         with self._lock:
             cons, prod = int(self.consumer_pos[0]), int(self.producer_pos[0])
             if total > self.size or prod + total - cons > self.mask:
