@@ -75,11 +75,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from ebpf_tutor.commands import shell_in
 from ebpf_tutor import Program
-from ebpf_tutor.kernel.bcc_import import BPF, bcc
-from ebpf_tutor.sandbox.cgroup import ScratchCgroup, cgroup2_root, cgroup_of, libbpf
+from ebpf_tutor.bpfsys.libbpf import libbpf
 from ebpf_tutor.bpfsys.pin import pin_path
+from ebpf_tutor.commands import shell_in
+from ebpf_tutor.kernel.bcc_import import BPF, bcc
+from ebpf_tutor.sandbox.cgroup import ScratchCgroup, cgroup2_root, cgroup_of
 
 # %% tags=["nbval-ignore-output"]
 print("cgroup v2 is mounted at", cgroup2_root())
