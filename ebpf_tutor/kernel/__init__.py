@@ -5,7 +5,8 @@
 - layouts     every struct of the header set compared with BTF, member by member
 - repair      structs that differ from BTF rewritten from it, or made unusable
 - btf         a small reader of the kernel's BTF type information
-- arch        architecture detection, syscall numbers for five architectures
+- arch        architecture detection, syscall numbers for five architectures,
+              how many CPUs per-CPU maps hold a value for
 
 Nothing here imports from the rest of the package except `errors`.
 """
