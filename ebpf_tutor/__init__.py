@@ -7,16 +7,17 @@ This file is the one list of what a learner uses. Notebooks import from here:
 Everything loads on first use, so `import ebpf_tutor` is fast and works on a
 machine without BCC (the doctor then says how to get it).
 
-The package, by concern (each module is short and meant to be read; every
-import points down this list, and tests/test_imports.py keeps it so):
+The package, by concern, lowest layer first (each module is short and meant
+to be read; a module imports only from its own layer or the ones above it
+in this list, and tests/test_imports.py keeps it so):
 
+- errors    compile / verifier / permission / transient errors, retry
+- data      maps and events as pandas DataFrames, histogram plots
 - kernel/   the machine under the course: BCC's import, kernel headers
             checked member by member against BTF, a BTF reader, architectures
 - bpfsys/   the bpf() system call without BCC: maps, programs, test runs,
             tracepoint links, pinning, libbpf's library, a small assembler
 - program   Program: BCC's BPF with readable errors and guaranteed cleanup
-- errors    compile / verifier / permission / transient errors, retry
-- data      maps and events as pandas DataFrames, histogram plots
 - events/   a fast ring-buffer consumer with backpressure and health stats
 - sandbox/  network namespaces and veth pairs, traffic with known counts,
             packets, XDP, TC, scratch cgroups, and the sweep that cleans up
@@ -27,7 +28,7 @@ import points down this list, and tests/test_imports.py keeps it so):
 - labs/     lab checks: verdicts, the check of every lab, workloads, targets,
             the course map and the learner's progress
 - testing/  pytest fixtures, builders and assertions, in-memory mock maps
-- apps/     the course's complete applications (chapters 15-22)
+- apps/     the course's complete applications (chapters 15-22; none yet)
 - cli       the `ebpf-tutor` command; kernelspec: the "eBPF (root)" Jupyter kernel
 """
 from __future__ import annotations

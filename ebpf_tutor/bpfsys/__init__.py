@@ -23,7 +23,7 @@ importable from here (`from ebpf_tutor.bpfsys import RawMap, load`):
                descriptors (`close_all` closes every one still open),
                BPF_OBJ_GET_INFO_BY_FD
 - maps         `RawMap`: create, lookup, update, delete, walk; `map_info`
-- programs     `load`, `RawProgram.test_run`, `prog_info`, readable rejections
+- programs     `load`, `RawProgram.test_run`, `prog_id`, `prog_info`, readable rejections
 - tracepoints  tracefs formats and ids, `attach_tracepoint` through a perf event
 - tgid         the process ids BPF sees (`kernel_tgid`), which differ in a container
 - asm/         a small assembler for the instructions `load` takes
@@ -34,7 +34,7 @@ from .maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, PERCPU_MAPS, Bytes, MapInfo,
                    map_info)
 from .programs import (ASM_HINTS, LOG_SIZES, XDP_ABORTED, XDP_DROP, XDP_MD, XDP_PASS,
                        XDP_REDIRECT, XDP_TX, ProgInfo, ProgramCode, ProgType, RawProgram,
-                       RunResult, load, prog_info)
+                       RunResult, load, prog_id, prog_info)
 from .syscall import (Cmd, FdObject, InfoAttr, MapCreateAttr, MapElemAttr, MapInfoStruct,
                       ProgInfoStruct, ProgLoadAttr, TestRunAttr, bpf, close_all, obj_info,
                       syscall_number, u32, u64)
@@ -54,7 +54,7 @@ __all__ = [
     "map_info",
     # programs
     "ProgType", "XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT", "XDP_MD",
-    "RunResult", "ProgInfo", "ProgramCode", "LOG_SIZES", "RawProgram", "prog_info", "load",
+    "RunResult", "ProgInfo", "ProgramCode", "LOG_SIZES", "RawProgram", "prog_id", "prog_info", "load",
     "ASM_HINTS",
     # tracepoints
     "TRACEFS_DIRS", "tracepoint_dir", "TracepointField", "tracepoint_format", "tracepoint_id",

@@ -1,6 +1,6 @@
 """libbpf's shared library through ctypes, for the calls BCC 0.26 does not
-wrap in Python: pinning, map creation with options, cgroup attach, detach
-and query. BCC is built on libbpf and links it, so this is the very copy BCC
+wrap in Python: pinning, map creation with options, test runs with options
+(XDP live frames), cgroup attach, detach and query. BCC is built on libbpf and links it, so this is the very copy BCC
 uses. Loaded once, with errno, every function's argument types declared.
 
 libbpf functions return a negative errno on failure (and set errno too).
@@ -17,6 +17,17 @@ class MapCreateOpts(ct.Structure):
                 ("btf_value_type_id", ct.c_uint32), ("btf_vmlinux_value_type_id", ct.c_uint32),
                 ("inner_map_fd", ct.c_uint32), ("map_flags", ct.c_uint32),
                 ("map_extra", ct.c_uint64), ("numa_node", ct.c_uint32), ("map_ifindex", ct.c_uint32)]
+
+
+class TestRunOpts(ct.Structure):
+    """libbpf's struct bpf_test_run_opts (libbpf 1.x), for bpf_prog_test_run_opts()."""
+    __test__ = False      # not a pytest test class, despite the name
+    _fields_ = [("sz", ct.c_size_t), ("data_in", ct.c_void_p), ("data_out", ct.c_void_p),
+                ("data_size_in", ct.c_uint32), ("data_size_out", ct.c_uint32),
+                ("ctx_in", ct.c_void_p), ("ctx_out", ct.c_void_p),
+                ("ctx_size_in", ct.c_uint32), ("ctx_size_out", ct.c_uint32),
+                ("retval", ct.c_uint32), ("repeat", ct.c_int), ("duration", ct.c_uint32),
+                ("flags", ct.c_uint32), ("cpu", ct.c_uint32), ("batch_size", ct.c_uint32)]
 
 
 _lib: ct.CDLL | None = None
@@ -43,6 +54,7 @@ def libbpf() -> ct.CDLL:
                      "bpf_map_lookup_and_delete_elem"):
             getattr(lib, name).argtypes = [fd, ptr, ptr]
         lib.bpf_map_delete_elem.argtypes = [fd, ptr]
+        lib.bpf_prog_test_run_opts.argtypes = [fd, ct.POINTER(TestRunOpts)]
         # programs on cgroups
         lib.bpf_prog_attach.argtypes = [fd, fd, ct.c_int, ct.c_uint]
         lib.bpf_prog_detach2.argtypes = [fd, fd, ct.c_int]

@@ -16,8 +16,8 @@ from enum import IntEnum
 from typing import Iterator, Union
 
 from ..kernel.arch import possible_cpus
-from .syscall import (Cmd, FdObject, MapCreateAttr, MapElemAttr, MapInfoStruct, _addr, _error,
-                      _object_name, bpf, obj_info)
+from .syscall import (Cmd, FdObject, MapCreateAttr, MapElemAttr, MapInfoStruct, addr_of, syscall_error,
+                      object_name, bpf, obj_info)
 
 
 class MapType(IntEnum):
@@ -58,11 +58,11 @@ class RawMap(FdObject):
         self.max_entries, self.name = max_entries, name
         attr = MapCreateAttr(map_type=map_type, key_size=key_size, value_size=value_size,
                              max_entries=max_entries, map_flags=flags,
-                             map_name=_object_name(name))
+                             map_name=object_name(name))
         try:
             self._opened(bpf(Cmd.MAP_CREATE, attr))
         except OSError as e:
-            raise _error(f"creating {self.map_type.name} map {name!r}", e.errno, hint=(
+            raise syscall_error(f"creating {self.map_type.name} map {name!r}", e.errno, hint=(
                 "check key_size/value_size/max_entries: this map type may require "
                 "particular values (an ARRAY needs key_size 4)") if e.errno == _errno.EINVAL
                 else "") from None
@@ -78,7 +78,7 @@ class RawMap(FdObject):
         return ct.create_string_buffer(_pack(key, self.key_size, "key"), self.key_size)
 
     def _elem(self, cmd: Cmd, key: ct.Array | None, value: ct.Array | None, flags: int = 0) -> None:
-        attr = MapElemAttr(map_fd=self.fd, key=_addr(key), value=_addr(value), flags=flags)
+        attr = MapElemAttr(map_fd=self.fd, key=addr_of(key), value=addr_of(value), flags=flags)
         bpf(cmd, attr)
 
     def lookup(self, key: Bytes) -> bytes | None:
@@ -89,7 +89,7 @@ class RawMap(FdObject):
         except OSError as e:
             if e.errno == _errno.ENOENT:
                 return None
-            raise _error(f"lookup in map {self.name!r}", e.errno) from None
+            raise syscall_error(f"lookup in map {self.name!r}", e.errno) from None
         return value.raw
 
     def per_cpu(self, key: Bytes) -> list[bytes] | None:
@@ -107,7 +107,7 @@ class RawMap(FdObject):
         try:
             self._elem(Cmd.MAP_UPDATE_ELEM, self._key(key), buf, flags)
         except OSError as e:
-            raise _error(f"update of map {self.name!r}", e.errno) from None
+            raise syscall_error(f"update of map {self.name!r}", e.errno) from None
 
     def delete(self, key: Bytes) -> bool:
         """Remove key; False if it was not there."""
@@ -116,7 +116,7 @@ class RawMap(FdObject):
         except OSError as e:
             if e.errno == _errno.ENOENT:
                 return False
-            raise _error(f"delete from map {self.name!r}", e.errno) from None
+            raise syscall_error(f"delete from map {self.name!r}", e.errno) from None
         return True
 
     def keys(self) -> Iterator[bytes]:
@@ -129,7 +129,7 @@ class RawMap(FdObject):
             except OSError as e:
                 if e.errno == _errno.ENOENT:
                     return
-                raise _error(f"walking map {self.name!r}", e.errno) from None
+                raise syscall_error(f"walking map {self.name!r}", e.errno) from None
             yield nxt.raw
             key = ct.create_string_buffer(nxt.raw, self.key_size)
 

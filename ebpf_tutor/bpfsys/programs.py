@@ -18,8 +18,8 @@ from typing import Union
 
 from .. import errors
 from .asm import assemble, disasm, listing
-from .syscall import (Cmd, FdObject, ProgInfoStruct, ProgLoadAttr, TestRunAttr, _addr, _error,
-                      _object_name, bpf, obj_info)
+from .syscall import (Cmd, FdObject, ProgInfoStruct, ProgLoadAttr, TestRunAttr, addr_of, syscall_error,
+                      object_name, bpf, obj_info)
 
 
 class ProgType(IntEnum):
@@ -91,9 +91,9 @@ class RawProgram(FdObject):
         ctx_in = ct.create_string_buffer(bytes(ctx), len(ctx)) if ctx else None
         ctx_out = ct.create_string_buffer(ctx_out_size) if ctx_out_size else None
         attr = TestRunAttr(prog_fd=self.fd, data_size_in=len(data), data_size_out=out_size,
-                           data_in=_addr(data_in), data_out=_addr(data_out), repeat=repeat,
-                           ctx_size_in=len(ctx) if ctx else 0, ctx_in=_addr(ctx_in),
-                           ctx_size_out=ctx_out_size, ctx_out=_addr(ctx_out))
+                           data_in=addr_of(data_in), data_out=addr_of(data_out), repeat=repeat,
+                           ctx_size_in=len(ctx) if ctx else 0, ctx_in=addr_of(ctx_in),
+                           ctx_size_out=ctx_out_size, ctx_out=addr_of(ctx_out))
         try:
             bpf(Cmd.PROG_TEST_RUN, attr)
         except OSError as e:
@@ -104,7 +104,7 @@ class RawProgram(FdObject):
                 hint = "an output buffer is too small: pass a larger data_out_size or ctx_out_size"
             elif e.errno in (_errno.EINVAL, _errno.ENOTSUP, 524):
                 hint = "this program type cannot be test-run with these arguments"
-            raise _error(f"test run of {self.name!r}", e.errno, hint) from None
+            raise syscall_error(f"test run of {self.name!r}", e.errno, hint) from None
         return RunResult(attr.retval, attr.duration,
                          data_out.raw[:attr.data_size_out] if data_out else b"",
                          ctx_out.raw[:attr.ctx_size_out] if ctx_out else b"")
@@ -118,6 +118,16 @@ class RawProgram(FdObject):
         return f"<RawProgram {self.name} {self.prog_type.name}, {self.insn_count} insns, {state}>"
 
 
+def prog_id(fd: int) -> int:
+    """The kernel id of the program behind file descriptor `fd` (from
+    /proc/self/fdinfo: no system call, works on BCC's fds too)."""
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("prog_id:"):
+                return int(line.split()[1])
+    raise ValueError(f"fd {fd} is not a BPF program")
+
+
 def prog_info(fd: int) -> ProgInfo:
     """BPF_OBJ_GET_INFO_BY_FD on any program fd (ours, or one BCC loaded):
     its id, tag, the instructions after the verifier rewrote them, run
@@ -126,8 +136,8 @@ def prog_info(fd: int) -> ProgInfo:
     xlated = ct.create_string_buffer(max(first.xlated_prog_len, 1))
     map_ids = (ct.c_uint32 * max(first.nr_map_ids, 1))()
     info = obj_info(fd, ProgInfoStruct(xlated_prog_len=first.xlated_prog_len,
-                                       xlated_prog_insns=_addr(xlated),
-                                       nr_map_ids=first.nr_map_ids, map_ids=_addr(map_ids)),
+                                       xlated_prog_insns=addr_of(xlated),
+                                       nr_map_ids=first.nr_map_ids, map_ids=addr_of(map_ids)),
                     "program")
     return ProgInfo(info.id, info.type, info.name.decode(), bytes(info.tag).hex(),
                     xlated.raw[:info.xlated_prog_len], info.jited_prog_len,
@@ -150,9 +160,9 @@ def load(program: ProgramCode, prog_type: ProgType, *, name: str = "prog", licen
     lic = ct.create_string_buffer(license.encode())
     for size in LOG_SIZES:
         log = ct.create_string_buffer(size)
-        attr = ProgLoadAttr(prog_type=prog_type, insn_cnt=len(code) // 8, insns=_addr(insns),
-                            license=_addr(lic), log_level=log_level, log_size=size,
-                            log_buf=_addr(log), prog_name=_object_name(name),
+        attr = ProgLoadAttr(prog_type=prog_type, insn_cnt=len(code) // 8, insns=addr_of(insns),
+                            license=addr_of(lic), log_level=log_level, log_size=size,
+                            log_buf=addr_of(log), prog_name=object_name(name),
                             expected_attach_type=expected_attach_type)
         try:
             fd = bpf(Cmd.PROG_LOAD, attr)
@@ -198,8 +208,8 @@ def _load_error(err: int, log: str, text: str, name: str, from_asm: bool) -> err
     last instruction the verifier looked at, when there is a log."""
     if not log.strip():
         if err in (_errno.EPERM, _errno.EACCES):
-            return _error(f"loading {name}", err)
-        return _error(f"loading {name}", err, hint="the kernel refused it before verifying: "
+            return syscall_error(f"loading {name}", err)
+        return syscall_error(f"loading {name}", err, hint="the kernel refused it before verifying: "
                       "check the program type, the license and the instruction count")
     # the dumps of loop states that follow some messages are not the reason
     reason_log = re.sub(r"^(cur|old) state:.*\n?", "", log, flags=re.M)

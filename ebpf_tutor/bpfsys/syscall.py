@@ -114,11 +114,11 @@ class MapInfoStruct(ct.Structure):
                 ("max_entries", u32), ("map_flags", u32), ("name", ct.c_char * 16)]
 
 
-def _addr(buf) -> int:
+def addr_of(buf) -> int:
     return ct.addressof(buf) if buf is not None else 0
 
 
-def _object_name(name: str) -> bytes:
+def object_name(name: str) -> bytes:
     """Kernel object names: at most 15 characters of [A-Za-z0-9_.]."""
     return re.sub(r"[^A-Za-z0-9_.]", "_", name)[:15].encode()
 
@@ -129,7 +129,7 @@ def bpf(cmd: Cmd, attr: ct.Structure) -> int:
     return _syscall(syscall_number("bpf"), int(cmd), ct.addressof(attr), ct.sizeof(attr))
 
 
-def _error(what: str, err: int, hint: str = "") -> errors.BpfError:
+def syscall_error(what: str, err: int, hint: str = "") -> errors.BpfError:
     """An OSError from bpf() as one of the package's error classes."""
     msg = f"{what}: {os.strerror(err)}"
     if err in (_errno.EPERM, _errno.EACCES):
@@ -148,7 +148,7 @@ def obj_info(fd: int, info: ct.Structure, what: str) -> ct.Structure:
     try:
         bpf(Cmd.OBJ_GET_INFO_BY_FD, attr)
     except OSError as e:
-        raise _error(f"reading {what} info", e.errno) from None
+        raise syscall_error(f"reading {what} info", e.errno) from None
     return info
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .ring import RingReader, concat_records
-from .stats import ConsumerStats, _counter_source
+from .stats import ConsumerStats, counter_source
 
 
 class RingBufferConsumer:
@@ -52,7 +52,7 @@ class RingBufferConsumer:
         self.dtype = _as_dtype(ctype, dtype)
         if lost is None and getattr(source, "mocked", False) and hasattr(source, "lost"):
             lost = source          # a MockRingBuf counts its own failed outputs
-        self._lost = _counter_source(lost)
+        self._lost = counter_source(lost)
         self._lost_base = self._lost() if self._lost else 0
         self._open_source(source, map_name, mode)     # last: nothing to undo if the above fails
 

@@ -52,7 +52,7 @@ class ConsumerStats:
         return text + ("" if self.healthy else " (" + "; ".join(self.problems) + ")")
 
 
-def _counter_source(lost) -> Callable[[], int] | None:
+def counter_source(lost) -> Callable[[], int] | None:
     """A function reading a kernel-side loss counter: a callable, a BCC table
     or MockMap (all values summed, per-CPU values too), or a MockRingBuf."""
     if lost is None:

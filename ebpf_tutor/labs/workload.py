@@ -69,12 +69,6 @@ def marker_files(n: int, prefix: str = "ebt-marker") -> tuple[Path, list[Path]]:
     return folder, files
 
 
-def loop_getppid(times: int) -> None:
-    """Make exactly `times` getppid() system calls from this process."""
-    for _ in range(times):
-        os.getppid()
-
-
 class Child:
     """A fresh process whose pid is known before it does anything: it runs
     `work()` only when `go()` is called, and `go()` returns once it is done.

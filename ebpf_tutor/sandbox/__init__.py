@@ -1,8 +1,8 @@
 """Safe places for programs that act: private network namespaces, scratch cgroups.
 
 - net      network sandboxes (veth pairs, stars) and the guard on their interfaces
-- traffic  UDP flows, raw frames, a TCP service, ping: traffic with known counts
-- flows    UDP/TCP/ICMP traffic with known counts for the TC labs
+- traffic  numbered UDP flows and their sink, raw frames, a TCP service, ping
+- flows    bulk flows at a given rate, measured by interface counters (TC labs)
 - packets  test packets (Ethernet, IPv4/6, UDP/TCP/ICMP) with checksums
 - xdp      XDP attach/detach on sandbox interfaces, test runs, flood
 - tc       TC filters on sandbox interfaces, qdiscs, socket filters, SOCKMAP

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Union
 
 from ..bpfsys.libbpf import libbpf
+from ..bpfsys.syscall import ProgInfoStruct, obj_info
+from ..errors import AttachError, BpfError
 
 _counter = itertools.count()
 
@@ -196,7 +198,6 @@ def attach_func(fn, target: Union["ScratchCgroup", str, Path], attach_type: int,
 
 
 def _attach(fn, path: Path, cg_fd: int, owns: bool, attach_type: int, flags: int) -> Attachment:
-    from ..errors import AttachError
     prog_fd = os.dup(fn.fd)
     rc = libbpf().bpf_prog_attach(prog_fd, cg_fd, attach_type, flags)
     if rc < 0:
@@ -235,10 +236,9 @@ def prog_name(prog_id: int) -> str:
     if fd < 0:
         return ""
     try:
-        info, size = (ct.c_uint8 * 256)(), ct.c_uint32(256)   # struct bpf_prog_info
-        if libbpf().bpf_obj_get_info_by_fd(fd, info, ct.byref(size)) < 0:
-            return ""
-        return bytes(info[64:80]).split(b"\0", 1)[0].decode(errors="replace")   # .name
+        return obj_info(fd, ProgInfoStruct(), "program").name.decode(errors="replace")
+    except BpfError:
+        return ""
     finally:
         os.close(fd)
 

@@ -25,7 +25,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from pyroute2 import NetNS
 
 from . import net
 from .net import socket_in      # flows.socket_in: chapter 8 and its tests call it so
@@ -33,13 +32,10 @@ from .packets import checksum
 
 
 def link_counters(ns_name: str, ifname: str) -> dict[str, int]:
-    """An interface's packet and byte counters (rx_bytes, tx_packets, ...)."""
-    def read() -> dict[str, int]:
-        with NetNS(ns_name, flags=0) as n:
-            st = n.get_links(ifname=ifname)[0].get_attr("IFLA_STATS64") or {}
-            return {k: st[k] for k in ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets",
-                                       "rx_dropped", "tx_dropped")}
-    return net.netlink(read)
+    """An interface's packet, byte and drop counters (rx_bytes, tx_packets, ...)."""
+    st = net.link_stats(ns_name, ifname)
+    return {k: st.get(k, 0) for k in ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets",
+                                      "rx_dropped", "tx_dropped")}
 
 
 # ------------------------------------------------------- bulk UDP flows ----

@@ -39,6 +39,7 @@ from typing import Iterator
 from pyroute2 import NetNS
 
 from .. import bpfsys
+from ..bpfsys.programs import prog_id
 from . import net
 from ..errors import AttachError
 
@@ -50,11 +51,6 @@ TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
 
 _prios = itertools.count(1)
 _our_clsact: set[tuple[str, str]] = set()      # (netns, ifname) where we added clsact
-
-
-def _open(ns_name: str) -> NetNS:
-    """A netlink handle on an existing namespace (flags=0: never create one)."""
-    return NetNS(ns_name, flags=0)
 
 
 def _index(n: NetNS, ifname: str) -> int:
@@ -70,13 +66,6 @@ def load(prog, fn_name: str):
     return prog.load_func(fn_name, BPF.SCHED_CLS)
 
 
-def prog_id(fd: int) -> int:
-    """The kernel id of the program behind file descriptor `fd`."""
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("prog_id:"):
-                return int(line.split()[1])
-    raise ValueError(f"fd {fd} is not a BPF program")
 
 
 # ---------------------------------------------------------------- filters --
@@ -96,7 +85,7 @@ def filters(ns_name: str, ifname: str, direction: str | None = None) -> list[dic
     """The BPF filters on an interface, read back from the kernel:
     [{'direction', 'prio', 'name', 'direct_action'}]."""
     def read() -> list[dict]:
-        with _open(ns_name) as n:
+        with net.open_ns(ns_name) as n:
             idx = _index(n, ifname)
             if not any(q.get_attr("TCA_KIND") == "clsact" for q in n.get_qdiscs(index=idx)):
                 return []
@@ -139,7 +128,7 @@ class TcFilter:
 
 
 def _attach(ns_name: str, ifname: str, direction: str, fd: int, name: str, prio: int) -> list:
-    with _open(ns_name) as n:
+    with net.open_ns(ns_name) as n:
         idx = _index(n, ifname)
         if not any(q.get_attr("TCA_KIND") == "clsact" for q in n.get_qdiscs(index=idx)):
             n.tc("add", "clsact", idx)
@@ -150,7 +139,7 @@ def _attach(ns_name: str, ifname: str, direction: str, fd: int, name: str, prio:
 
 
 def _detach(ns_name: str, ifname: str, direction: str, prio: int) -> None:
-    with _open(ns_name) as n:
+    with net.open_ns(ns_name) as n:
         found = n.link_lookup(ifname=ifname)
         if not found:
             return
@@ -202,7 +191,7 @@ def clear(ns_name: str, ifname: str, allow_foreign: bool = False) -> None:
     net.guard(ns_name, ifname, allow_foreign)
 
     def go() -> None:
-        with _open(ns_name) as n:
+        with net.open_ns(ns_name) as n:
             idx = _index(n, ifname)
             for q in n.get_qdiscs(index=idx):
                 with contextlib.suppress(Exception):
@@ -222,7 +211,7 @@ _available: dict[str, bool] = {}
 
 
 def _try_qdisc(ns_name: str, ifname: str, kind: str) -> bool:
-    with _open(ns_name) as n:
+    with net.open_ns(ns_name) as n:
         idx = _index(n, ifname)
         try:
             n.tc("add", kind, idx, handle=0x10000, **_PROBE_ARGS.get(kind, {}))
@@ -264,7 +253,7 @@ class RootQdisc:
         self.installed = False
 
         def go() -> None:
-            with _open(self.ns_name) as n:
+            with net.open_ns(self.ns_name) as n:
                 found = n.link_lookup(ifname=self.ifname)
                 if found:
                     n.tc("del", index=found[0], handle=0x10000, parent=0xFFFFFFFF)
@@ -296,7 +285,7 @@ def root_qdisc(ns_name: str, ifname: str, kind: str, *, classes: dict[int, str] 
         options.setdefault("default", default)
 
     def go() -> None:
-        with _open(ns_name) as n:
+        with net.open_ns(ns_name) as n:
             idx = _index(n, ifname)
             n.tc("add", kind, idx, handle=0x10000, **options)
             for minor, rate in (classes or {}).items():
@@ -318,7 +307,7 @@ def qdisc_stats(ns_name: str, ifname: str) -> list[dict]:
     """Counters of every qdisc and class on an interface: kind, handle,
     bytes, packets, drops, overlimits, backlog."""
     def read() -> list[dict]:
-        with _open(ns_name) as n:
+        with net.open_ns(ns_name) as n:
             idx = _index(n, ifname)
             rows = []
             for what, items in (("qdisc", n.get_qdiscs(index=idx)),

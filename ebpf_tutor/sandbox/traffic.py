@@ -3,8 +3,8 @@ network tests: numbered UDP flows and a sink that counts them, raw frames
 put on the wire as given, a tiny TCP service and its client, ping.
 
 Every socket lives in a namespace of a sandbox (`net.VethPair`, `net.Star`),
-so nothing leaves the lab network. These names are also importable from
-`ebpf_tutor.sandbox.net`, where they used to live.
+so nothing leaves the lab network. (`flows` holds the rate-controlled bulk
+flows of the TC labs, chapter 8.)
 
     with net.VethPair(quiet=True) as lab, UdpSink(lab.ns["b"], 9000) as sink, \
             UdpFlow(lab.ns["a"], lab.ip_b, 9000, flow_id=1) as flow:

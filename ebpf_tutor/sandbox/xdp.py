@@ -20,23 +20,16 @@ import ctypes as ct
 import errno
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import net
+from ..bpfsys.libbpf import TestRunOpts, libbpf
+from ..bpfsys.programs import prog_id
 from ..errors import AttachError
 
 XDP_FLAGS_UPDATE_IF_NOEXIST, XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1, 2, 4
 MODES = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
 ATTACHED_AS = {"native": "xdp", "generic": "xdpgeneric"}   # IFLA_XDP_ATTACHED, as pyroute2 names it
 ACTIONS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
-
-
-def prog_id(fd: int) -> int:
-    """The kernel id of the program behind file descriptor `fd`."""
-    for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
-        if line.startswith("prog_id:"):
-            return int(line.split()[1])
-    raise ValueError(f"fd {fd} is not a BPF program")
 
 
 def load(prog, fn_name: str):
@@ -159,26 +152,7 @@ def devmap_add(table, ns_name: str, ifname: str, key: int | None = None) -> int:
 
 
 # ------------------------------------------------- BPF_PROG_TEST_RUN -----
-class _TestRunOpts(ct.Structure):
-    """libbpf's struct bpf_test_run_opts (libbpf 1.x)."""
-    _fields_ = [("sz", ct.c_size_t), ("data_in", ct.c_void_p), ("data_out", ct.c_void_p),
-                ("data_size_in", ct.c_uint32), ("data_size_out", ct.c_uint32),
-                ("ctx_in", ct.c_void_p), ("ctx_out", ct.c_void_p),
-                ("ctx_size_in", ct.c_uint32), ("ctx_size_out", ct.c_uint32),
-                ("retval", ct.c_uint32), ("repeat", ct.c_int), ("duration", ct.c_uint32),
-                ("flags", ct.c_uint32), ("cpu", ct.c_uint32), ("batch_size", ct.c_uint32)]
-
-
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-_libbpf = None
-
-
-def _lib():
-    global _libbpf
-    if _libbpf is None:
-        _libbpf = ct.CDLL("libbpf.so.1", use_errno=True)
-        _libbpf.bpf_prog_test_run_opts.argtypes = [ct.c_int, ct.POINTER(_TestRunOpts)]
-    return _libbpf
 
 
 @dataclass
@@ -200,10 +174,10 @@ def test_run(prog, fn_name: str, packet: bytes, repeat: int = 1) -> TestRun:
     fd = load(prog, fn_name).fd
     data = ct.create_string_buffer(packet, len(packet))
     out = ct.create_string_buffer(len(packet) + 512)
-    opts = _TestRunOpts(sz=ct.sizeof(_TestRunOpts), data_in=ct.addressof(data),
+    opts = TestRunOpts(sz=ct.sizeof(TestRunOpts), data_in=ct.addressof(data),
                         data_size_in=len(packet), data_out=ct.addressof(out),
                         data_size_out=len(out), repeat=repeat)
-    if _lib().bpf_prog_test_run_opts(fd, ct.byref(opts)) != 0:
+    if libbpf().bpf_prog_test_run_opts(fd, ct.byref(opts)) != 0:
         code = ct.get_errno()
         raise OSError(code, f"BPF_PROG_TEST_RUN failed: {errno.errorcode.get(code, code)}")
     return TestRun(opts.retval, out.raw[:opts.data_size_out], opts.duration)
@@ -228,7 +202,7 @@ def flood(ns_name: str, ifname: str, frame: bytes, count: int, batch: int = 64) 
     with Program(GENERATOR_SRC.replace("IFINDEX", str(ifindex)), name="xdp flood") as gen:
         fd = load(gen, "xdp_gen").fd
         data = ct.create_string_buffer(frame, len(frame))
-        opts = _TestRunOpts(sz=ct.sizeof(_TestRunOpts), data_in=ct.addressof(data),
+        opts = TestRunOpts(sz=ct.sizeof(TestRunOpts), data_in=ct.addressof(data),
                             data_size_in=len(frame), repeat=count,
                             flags=BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=batch)
 
@@ -236,7 +210,7 @@ def flood(ns_name: str, ifname: str, frame: bytes, count: int, batch: int = 64) 
             # the redirect target is looked up in the caller's namespace: enter it
             with net.inside(ns_name):
                 t = time.perf_counter()
-                rc = _lib().bpf_prog_test_run_opts(fd, ct.byref(opts))
+                rc = libbpf().bpf_prog_test_run_opts(fd, ct.byref(opts))
                 took = time.perf_counter() - t
             if rc != 0:
                 code = ct.get_errno()

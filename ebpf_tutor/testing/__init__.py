@@ -34,8 +34,7 @@ from ..bpfsys.libbpf import libbpf
 from .asserts import assert_bytes_equal, assert_raises_errno, bytes_diff, errno_of, hexdump
 from .bench import BenchmarkResult, benchmark
 from .builders import build_packet, make_key, make_struct, make_value, parse_struct, struct_type
-from .fixtures import (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, effective_capabilities,
-                       has_bpf_capabilities)
+from .fixtures import effective_capabilities, has_bpf_capabilities
 from .kernel_map import KernelMap, run_op
 from .mock import lpm_key
 

@@ -64,7 +64,6 @@ TO_LE, TO_BE = 0x00, 0x08  # the source bit of an `end` (byte swap) instruction
 
 # loads and stores: size (opcode & 0x18) and mode (opcode & 0xe0)
 W, H, B, DW = 0x00, 0x08, 0x10, 0x18          # 4, 2, 1, 8 bytes
-SIZE_BYTES = {W: 4, H: 2, B: 1, DW: 8}
 IMM, ABS, IND, MEM, MEMSX, ATOMIC = 0x00, 0x20, 0x40, 0x60, 0x80, 0xc0
 FETCH, XCHG, CMPXCHG = 0x01, 0xe1, 0xf1      # atomic operations (in imm)
 

@@ -17,9 +17,10 @@ queue, stack; and MockRingBuf, a BPF ring buffer with the kernel's memory
 layout for testing ring-buffer consumers. Where the kernel's behaviour is
 approximate (LRU eviction), the mock is exact, and says so.
 
-The modules, one concern each (every name is importable from here):
+The modules, one concern each (the names below `__all__` lists are
+importable from here):
 
-- failures   inject_failure, clear_injections, InjectedFailure, bpf_error
+- failures   inject_failure, clear_injections, InjectedFailure
 - maps       the MockMap base, MAP_TYPES, BPF_ANY/NOEXIST/EXIST, to_bytes
 - hash       hash, array, percpu_array, percpu_hash and lru_hash maps
 - trie       the LPM trie and lpm_key
@@ -29,16 +30,15 @@ The modules, one concern each (every name is importable from here):
 """
 from __future__ import annotations
 
-from ...kernel.arch import possible_cpus
 from .bpf import MockBPF
-from .failures import OPS, InjectedFailure, Injection, clear_injections, inject_failure
+from .failures import InjectedFailure, clear_injections, inject_failure
 from .hash import MockArray, MockHash, MockLruHash, MockPerCpuArray, MockPerCpuHash
 from .maps import BPF_ANY, BPF_EXIST, BPF_NOEXIST, ENOTSUPP, MAP_TYPES, MockMap, to_bytes
 from .queue import MockQueue, MockStack
-from .ringbuf import BUSY_BIT, DISCARD_BIT, HDR_SIZE, PAGE, MockRingBuf
-from .trie import LpmKey, MockLpmTrie, lpm_key
+from .ringbuf import MockRingBuf
+from .trie import MockLpmTrie, lpm_key
 
 __all__ = ["MockMap", "MockHash", "MockArray", "MockPerCpuArray", "MockPerCpuHash", "MockLruHash",
            "MockLpmTrie", "MockQueue", "MockStack", "MockBPF", "MockRingBuf", "inject_failure",
-           "clear_injections", "InjectedFailure", "lpm_key", "to_bytes", "possible_cpus",
-           "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST", "MAP_TYPES"]
+           "clear_injections", "InjectedFailure", "lpm_key", "to_bytes",
+           "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST", "ENOTSUPP", "MAP_TYPES"]
