@@ -38,6 +38,26 @@ install_packages() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# The real tools that chapters compare the course's programs with (promtool
+# and prometheus for chapter 13...), listed in scripts/peer-packages.txt: on
+# the host only, not in the course VM image, whose inputs this list is not
+# part of. A service a package would start on install (prometheus) is stopped
+# and disabled: the chapters start their own, on 127.0.0.1, and remove it after.
+install_peers() {
+  local missing=() p
+  for p in $(grep -v '^#' "$ROOT/scripts/peer-packages.txt"); do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then log "peer tools: all present"; return; fi
+  log "installing ${#missing[@]} peer tools: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -d /run/systemd/system ]; then
+    for p in "${missing[@]}"; do systemctl disable --now "$p" >/dev/null 2>&1 || true; done
+  fi
+}
+
 # ------------------------------------------------------------- python venv --
 pipq() {  # pip, quiet: only real problems reach the terminal
   "$VENV/bin/pip" -q "$@" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
@@ -105,7 +125,7 @@ setup_kernelspec() {
 }
 
 case "$MODE" in
-  all|--all)   install_packages; setup_venv; setup_mounts; setup_headers; setup_kernelspec ;;
+  all|--all)   install_packages; install_peers; setup_venv; setup_mounts; setup_headers; setup_kernelspec ;;
   --image)     install_packages; setup_venv; setup_kernelspec ;;
   --runtime)   setup_mounts; setup_headers ;;
   *) echo "usage: $0 [--image|--runtime]" >&2; exit 2 ;;
