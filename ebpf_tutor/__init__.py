@@ -18,6 +18,7 @@ in this list, and tests/test_imports.py keeps it so):
 - bpfsys/   the bpf() system call without BCC: maps, programs, test runs,
             tracepoint links, pinning, libbpf's library, a small assembler
 - program   Program: BCC's BPF with readable errors and guaranteed cleanup
+- bpfobject BPFObject: a CO-RE object loaded with libbpf, the same guarantees
 - events/   a fast ring-buffer consumer with backpressure and health stats
 - sandbox/  network namespaces and veth pairs, traffic with known counts,
             packets, XDP, TC, scratch cgroups, and the sweep that cleans up
@@ -43,7 +44,7 @@ __version__ = "0.1.0"
 
 # name a learner uses -> the module that defines it (loaded on first use)
 _NAMES = {
-    "Program": "program", "close_all": "program",
+    "Program": "program", "close_all": "program", "BPFObject": "bpfobject",
     "table_df": "data", "log2_hist_df": "data", "log2_counts_df": "data",
     "plot_log2_hist": "data", "EventCollector": "data", "records_df": "data",
     "RingBufferConsumer": "events",
@@ -55,6 +56,7 @@ _MODULES = {
     "net": "sandbox.net", "traffic": "sandbox.traffic", "packets": "sandbox.packets",
     "flows": "sandbox.flows", "xdp": "sandbox.xdp", "tc": "sandbox.tc",
     "cgroup": "sandbox.cgroup", "headers": "kernel.headers", "btf": "kernel.btf",
+    "vmlinux": "kernel.vmlinux",
     "bpfsys": "bpfsys", "asm": "bpfsys.asm", "pin": "bpfsys.pin",
     "features": "features", "overhead": "overhead", "commands": "commands",
     "workload": "labs.workload",

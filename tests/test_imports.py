@@ -13,7 +13,7 @@ LAYERS = [
     ("errors", "data"),
     ("kernel",),
     ("bpfsys",),
-    ("program", "events"),
+    ("program", "bpfobject", "events"),
     ("sandbox",),
     ("doctor", "features", "overhead", "commands"),
     ("labs",),
