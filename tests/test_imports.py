@@ -15,7 +15,7 @@ LAYERS = [
     ("bpfsys",),
     ("program", "bpfobject", "events"),
     ("sandbox",),
-    ("doctor", "features", "overhead", "commands"),
+    ("doctor", "features", "overhead", "commands", "contention", "perfcases"),
     ("labs",),
     ("testing",),
     ("apps",),
