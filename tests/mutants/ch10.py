@@ -1,0 +1,51 @@
+"""Plausible wrong solutions for the labs of chapter 10 (see tests/mutants/__init__.py)."""
+
+MUTANTS: dict[str, list[tuple[str, ...]]] = {
+    "10.1": [
+        ("ppid read from the task itself, not its parent",
+         "e->ppid = BPF_CORE_READ(task, real_parent, tgid);", "e->ppid = BPF_CORE_READ(task, tgid);"),
+        ("pid is the parent's",
+         "e->pid = BPF_CORE_READ(task, tgid);", "e->pid = BPF_CORE_READ(task, real_parent, tgid);"),
+        ("comm read from the parent",
+         "BPF_CORE_READ_STR_INTO(&e->comm, task, comm);",
+         "BPF_CORE_READ_STR_INTO(&e->comm, task, real_parent, comm);"),
+        ("hooked at fork: the current task is still the parent shell",
+         'SEC("tp/sched/sched_process_exec")', 'SEC("tp/sched/sched_process_fork")'),
+        ("records discarded instead of submitted",
+         "bpf_ringbuf_submit(e, 0);", "bpf_ringbuf_discard(e, 0);"),
+        ("decode swaps pid and ppid",
+         "pid, ppid, comm = struct.unpack", "ppid, pid, comm = struct.unpack"),
+    ],
+    "10.2": [
+        ("reads __state without asking: loads here, not on a pre-5.14 kernel",
+         "    if (bpf_core_field_exists(parent->__state))\n        parent_state = BPF_CORE_READ(parent, __state);\n"
+         "    else\n        parent_state = BPF_CORE_READ((struct task_struct___pre514 *)parent, state);",
+         "    parent_state = BPF_CORE_READ(parent, __state);"),
+        ("existence test inverted: reads the old field on a new kernel",
+         "    if (bpf_core_field_exists(parent->__state))\n        parent_state",
+         "    if (!bpf_core_field_exists(parent->__state))\n        parent_state"),
+        ("old-field flag hard-coded for this kernel",
+         "has_state_old = bpf_core_field_exists(((struct task_struct___pre514 *)parent)->state);",
+         "has_state_old = 0;"),
+        ("type flag hard-coded for this kernel",
+         "has_rss_stat = bpf_core_type_exists(struct mm_rss_stat___pre62);", "has_rss_stat = 0;"),
+        ("reads the state of the task itself (running), not of its stopped parent",
+         "parent_state = BPF_CORE_READ(parent, __state);", "parent_state = BPF_CORE_READ(task, __state);"),
+    ],
+    "10.3": [
+        ("bitfields ignored: kflag's packed offset taken as the bit offset",
+         "bits, bitfield = (m_off & 0xFFFFFF, m_off >> 24) if kflag else (m_off, 0)",
+         "bits, bitfield = (m_off, 0)"),
+        ("enum values always read unsigned",
+         '"<Ii" if kflag else "<II"', '"<II"'),
+        ("ENUM64 high half ignored",
+         "val = hi << 32 | lo", "val = lo"),
+        ("parameters read after the FUNC instead of its FUNC_PROTO",
+         "_k, _n, vlen, _kf, ret, pos = self.types[proto_id]",
+         "_k, _n, vlen, _kf, ret, pos = self.types[self.by_name[(FUNC, name)]]"),
+        ("the inspector reads the running kernel's BTF through ebpf_tutor",
+         "        members = []\n        for i in range(vlen):",
+         "        from ebpf_tutor.kernel.btf import kernel_btf\n        kernel_btf()\n"
+         "        members = []\n        for i in range(vlen):"),
+    ],
+}
