@@ -151,8 +151,8 @@ def _contender(name: str, busy: bool, seconds: float, done_fd: int, release_fd: 
         ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode(), 0, 0, 0)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            if not busy:
-                spin = time.monotonic() + 0.002
+            if not busy:      # runs shorter than a time slice: most waits follow a wakeup
+                spin = time.monotonic() + 0.0003
                 while time.monotonic() < spin:
                     pass
                 time.sleep(0.001)
@@ -184,7 +184,7 @@ def _schedstat(pid: int) -> tuple[int, int, int]:
 @lab("6.2", "run-queue latency")
 def check_runqlat(program: str) -> str:
     """4 processes with a fresh name contend for CPU 0 (2 always busy, 2 that
-    sleep 1 ms every 2 ms) for 1 s. For each, the learner's per-pid log2
+    run 0.3 ms then sleep 1 ms) for 1 s. For each, the learner's per-pid log2
     histogram must count about as many waits as the scheduler ran it, and
     its buckets must bracket the run delay the kernel accounted."""
     name = unique_name("ebtrq")
