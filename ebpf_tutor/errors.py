@@ -190,6 +190,69 @@ _COMPILE_HINTS = [
 ]
 
 
+_FATAL_HINTS = [
+    (r"stack limit|stack size|[Ss]tack .*exceeded",
+     "a function's local variables take more than the 512 bytes of BPF stack: put big "
+     "structs in a per-CPU array map (one slot used as scratch space) or reserve them "
+     "directly in the ring buffer"),
+    (r"too many args|trace_printk",
+     "bpf_trace_printk takes a format and at most 3 values: split the print in two, or "
+     "send the values through a ring buffer"),
+]
+
+
+def fatal_compile_error(output: str, source: str, status: int,
+                        bcc_line_offset: int | None = None) -> CompileError:
+    """The compiler aborted (LLVM's fatal errors end the process they run in:
+    a child did the compile, so only the child died)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    reason = next((ln for ln in lines if "LLVM ERROR" in ln or "error:" in ln), "")
+    reason = re.sub(r"^(LLVM ERROR|error): ?", "", reason)
+    reason = re.sub(r"^\S*main\.c:\d+:\d+: in function \w+ [^:]*?\): ", "", reason) or \
+        f"the compiler died (exit status {status}) without a message"
+    hint = next((text for pattern, text in _FATAL_HINTS if re.search(pattern, output)), "")
+    func = re.search(r"main\.c:(\d+):\d+: in function (\w+)", output)
+    n = 0
+    if func and bcc_line_offset is not None:
+        n = int(func.group(1)) - bcc_line_offset
+        n = n if 1 <= n <= len(source.splitlines()) else 0
+    if func and not n:
+        n = _line_of_function(source, func.group(2))
+    if "too many args" in reason:           # LLVM names the call by an address: say it in words
+        reason = "a call with more than 5 arguments (BPF passes at most 5 in registers)"
+    where = f"line {n} of your program (function {func.group(2)})" if n else ""
+    return CompileError(f"the compiler aborted: {reason}", where=where,
+                        excerpt=excerpt(source, n) if n else "",
+                        log_tail="\n".join(ln for ln in lines[-4:] if " 0x" not in ln), hint=hint)
+
+
+def _line_of_function(source: str, func: str) -> int:
+    """The line where function `func` is defined in `source`, or 0."""
+    for i, ln in enumerate(source.splitlines(), 1):
+        if re.search(rf"\b{re.escape(func)}\s*\(", ln) and not ln.rstrip().endswith(";"):
+            return i
+    return 0
+
+
+_IMPLICIT = re.compile(r"main\.c:\d+:(\d+): warning: implicit declaration of function '(\w+)'.*\n(.*)")
+
+
+def undeclared_call(warnings: str, source: str) -> CompileError | None:
+    """A load that failed after clang warned about an undeclared function is
+    a compile error: BPF has no linker, so a call to a function nobody
+    defined (a misspelt or too new helper) can never work."""
+    m = _IMPLICIT.search(warnings)
+    if not m:
+        return None
+    col, name, echoed = int(m.group(1)), m.group(2), m.group(3)
+    line = _find_line(source, echoed)
+    hint = (f"'{name}' is declared nowhere: check its spelling against the helper list "
+            "(`man bpf-helpers`), and whether this BCC and kernel know it")
+    return CompileError(f"call to undeclared function '{name}'",
+                        where=f"line {line}, column {col} of your program" if line else "",
+                        excerpt=excerpt(source, line, col) if line else "", hint=hint)
+
+
 def _compile_hint(msg: str) -> str:
     for pattern, text in _COMPILE_HINTS:
         m = re.search(pattern, msg)
@@ -206,6 +269,13 @@ class VerifierHint:
 
 
 VERIFIER_HINTS = [
+    VerifierHint(r"call bpf_(xdp_adjust_(head|tail|meta)|skb_(pull_data|change_\w+|adjust_room|"
+                 r"vlan_\w+|store_bytes))#[\s\S]*invalid mem access 'scalar'",
+                 "this helper moved the packet, so every packet pointer taken before it is void: "
+                 "read ctx->data and ctx->data_end again after the call, and check bounds again"),
+    VerifierHint(r"pointer arithmetic on \w*or_null",
+                 "arithmetic on a pointer that may be NULL: test the pointer first "
+                 "(`if (!p) return 0;`), then compute the address from it"),
     VerifierHint(r"invalid mem access '(map_value_or_null|ptr_or_null_|.*or_null)",
                  "a pointer that may be NULL (such as a map lookup's result) was dereferenced: "
                  "test it first, e.g. `if (!val) return 0;`"),
@@ -215,22 +285,29 @@ VERIFIER_HINTS = [
     VerifierHint(r"invalid access to map value, value_size=(\d+) off=(-?\d+) size=(\d+)",
                  "read or write outside a map value: the verifier must see the index is in "
                  "bounds, so check it (`if (i >= N) return 0;`) just before the access"),
-    VerifierHint(r"min value is negative|unbounded min value|R\d+ unbounded memory access",
-                 "an index could be negative or unbounded: make it unsigned and compare it "
-                 "against the size right before the access"),
+    VerifierHint(r"min value is negative|unbounded min value|makes \w+ pointer be out of bounds",
+                 "an index could be negative: a signed int passes `i < N` when it is below 0. "
+                 "Bound it in a form the verifier follows: mask it (`i &= 15` for 16 slots) and "
+                 "check it is still the value you meant, or use an unsigned copy"),
+    VerifierHint(r"R\d+ unbounded memory access|(max|min) value is outside of the allowed memory range",
+                 "a size or index has no upper bound the verifier can see: clamp it "
+                 "(`if (len > sizeof(buf)) len = sizeof(buf);`) right before the call or access"),
     VerifierHint(r"invalid access to packet",
                  "a packet byte was read before proving it lies before data_end: check "
                  "`if ((void *)(hdr + 1) > data_end) return XDP_PASS;` first"),
     VerifierHint(r"back-edge from insn|infinite loop detected|loop is not bounded|"
-                 r"BPF program is too large|too many states",
-                 "a loop the verifier cannot prove ends: give it a constant bound "
-                 "(`for (int i = 0; i < 16 && i < n; i++)`) or use bpf_loop()"),
+                 r"BPF program is too large|too many states|jumps is too complex|"
+                 r"too many instructions",
+                 "the verifier walks every path and every loop iteration, up to 1 million "
+                 "instructions, and gave up: bound the loop by a small constant "
+                 "(`for (u32 i = 0; i < 64 && i < n; i++)`), or run its body with bpf_loop(), "
+                 "which is verified once"),
     VerifierHint(r"invalid (indirect )?read from stack|uninitialized stack",
                  "stack memory was read before it was written: initialise structs with `= {}` "
                  "or __builtin_memset() before passing them to a helper or map"),
     VerifierHint(r"R0 !read_ok|R0 is not a known value",
                  "the function must return a value on every path (`return 0;`)"),
-    VerifierHint(r"Unreleased reference",
+    VerifierHint(r"Unreleased reference|would lead to reference leak",
                  "a reserved ring-buffer record (or a socket reference) is not released on "
                  "every path: call submit() or discard() on each"),
     VerifierHint(r"unknown func|program of this type cannot use helper|helper call is not allowed",
@@ -238,7 +315,8 @@ VERIFIER_HINTS = [
                  "the type in `bpftool feature probe`"),
     VerifierHint(r"cannot call GPL-restricted function|GPL-incompatible",
                  "this helper is GPL-only: the program must declare a GPL-compatible license"),
-    VerifierHint(r"invalid bpf_context access|dereference of modified ctx ptr",
+    VerifierHint(r"invalid bpf_context access|dereference of modified ctx ptr|"
+                 r"variable ctx access",
                  "the context (ctx/args) was read at an offset this program type does not allow: "
                  "use the fields of the context struct as they are declared"),
     VerifierHint(r"expected=|type=.* expected",
@@ -254,6 +332,17 @@ _NOISE = re.compile(r"^(\d+: \(|\d+: R\d|\d+: frame|from \d+ to \d+|processed \d
                     r"(cur|old) state:)")
 
 
+def is_log_noise(line: str) -> bool:
+    """A verifier log line that is not the reason (an instruction, a state,
+    statistics, a source quote)."""
+    return bool(_NOISE.match(line))
+
+
+def has_verifier_log(text: str) -> bool:
+    """Does `text` hold a verifier log (instructions or its statistics)?"""
+    return bool(re.search(r"^\d+: \(", text, re.M)) or "processed " in text
+
+
 _LINE_INFO = re.compile(r"^; (.*?)(?: @ \S*?main\.c:(\d+))?$")
 
 
@@ -266,6 +355,10 @@ def verifier_error(log: str, source: str, func: str, errno: int | None = None) -
     if reason:
         stop = max(i for i, ln in enumerate(lines) if ln == reason)
     n = _source_line_at(lines[:stop], source)
+    alloc = re.search(r"alloc_insn=(\d+)", log)      # a leaked reference: show where it was taken
+    if alloc:
+        at = next((i for i, ln in enumerate(lines) if ln.startswith(f"{alloc.group(1)}: (")), -1)
+        n = (_source_line_at(lines[:at + 1], source) if at >= 0 else 0) or n
     where = f"line {n} of your program (function {func})" if n else f"function {func}"
     useful = [ln for ln in lines[:stop + 1] if ln.strip() and not ln.startswith("bpf: Failed")]
     hint = next((h.text for h in VERIFIER_HINTS if re.search(h.pattern, log)), "")
@@ -325,8 +418,7 @@ def errno_from_message(msg: str) -> int | None:
 def load_error(message: str, stderr: str, source: str, func: str) -> BpfError:
     """Classify a failed program load from BCC's message and captured stderr."""
     code = errno_from_message(message)
-    has_log = bool(re.search(r"^\d+: \(", stderr, re.M)) or "processed " in stderr
-    if has_log:
+    if has_verifier_log(stderr):
         return verifier_error(stderr, source, func, code)
     if code in (_errno.EPERM, _errno.EACCES):
         if os.geteuid() != 0:

@@ -12,7 +12,11 @@ works on it unchanged.
 from __future__ import annotations
 
 import contextlib
+import ctypes as ct
+import hashlib
 import os
+import re
+import select
 import sys
 import tempfile
 import weakref
@@ -27,6 +31,9 @@ COMPAT_H = Path(__file__).with_name("compat.h")
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 _live: "weakref.WeakSet[Program]" = weakref.WeakSet()
 _headers_checked = False
+_prechecked: dict[str, str] = {}     # text+flags digest -> the warnings of a compile that survived
+PRECHECK_TIMEOUT = 120.0             # seconds; a compile of the biggest headers takes 2
+RELOG_SIZE = 1 << 22                 # bytes of verifier log asked for when BCC gave none
 
 
 class Captured:
@@ -74,19 +81,145 @@ def default_cflags() -> list[str]:
     return flags
 
 
+def precheck_compile(text: str, cflags: list[str]) -> str:
+    """Compile `text` once in a forked child, so that a compiler that aborts
+    the whole process (LLVM's fatal errors: a stack over 512 bytes, too many
+    arguments to bpf_trace_printk) takes the child down, not the notebook.
+
+    Raises CompileError if the child died; returns the child's warnings about
+    implicitly declared functions (used to explain a later failed load).
+    A source that already survived once (same flags) is not compiled again."""
+    key = hashlib.sha256(repr((text, cflags)).encode()).hexdigest()
+    if key in _prechecked:
+        return _prechecked[key]
+    lib = bcc_lib()
+    flags = [f for f in cflags if f != "-w"] + ["-Wno-everything", "-Wimplicit-function-declaration"]
+    argv = (ct.c_char_p * len(flags))(*[f.encode() for f in flags])
+    rd, wr = os.pipe()
+    with tempfile.TemporaryFile() as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:                                     # the child: compile, say so, vanish
+            try:
+                os.close(rd)
+                os.dup2(err.fileno(), 2)
+                os.dup2(err.fileno(), 1)
+                module = lib.bpf_module_create_c_from_string(text.encode(), 0, argv, len(flags),
+                                                             True, None)
+                os.write(wr, b"ok" if module else b"failed")
+            finally:
+                os._exit(0)
+        os.close(wr)
+        try:
+            ready, _, _ = select.select([rd], [], [], PRECHECK_TIMEOUT)
+            said = os.read(rd, 16) if ready else b""
+        finally:
+            os.close(rd)
+            if not said:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            _, status = os.waitpid(pid, 0)
+        err.seek(0)
+        output = err.read().decode(errors="replace")
+    if not said:
+        raise errors.fatal_compile_error(output, text, os.waitstatus_to_exitcode(status),
+                                         bcc_line_offset(cflags))
+    warnings = "\n".join(ln for ln in output.splitlines() if "implicit declaration" in ln
+                         or ln.startswith(" "))
+    if said == b"ok":
+        _prechecked[key] = warnings
+    return warnings
+
+
+DEBUG_SOURCE = 0x8                   # BCC's debug flag: a listing with the source interleaved
+_LISTING_FN = re.compile(r"^Disassembly of function (\w+)")
+_LISTING_SRC = re.compile(r"^; (.*?) // Line\s+(\d+)$")
+_LISTING_INSN = re.compile(r"^\s*(\d+):\s")
+
+
+def source_listing(listing: str, fn: str) -> dict[int, tuple[str, int]]:
+    """Parse BCC's DEBUG_SOURCE listing: the first instruction of each source
+    line of function `fn` -> (that line's text, its number in main.c)."""
+    out: dict[int, tuple[str, int]] = {}
+    current, pending = "", None
+    for line in listing.splitlines():
+        m = _LISTING_FN.match(line)
+        if m:
+            current, pending = m.group(1), None
+            continue
+        if current != fn:
+            continue
+        m = _LISTING_SRC.match(line)
+        if m:
+            pending = (m.group(1), int(m.group(2)))
+            continue
+        m = _LISTING_INSN.match(line)
+        if m and pending:
+            out[int(m.group(1))] = pending
+            pending = None
+    return out
+
+
+def annotate_log(log: str, lines: dict[int, tuple[str, int]]) -> str:
+    """Put the source line before each instruction that starts it, the way
+    the verifier quotes source when it has BTF line information."""
+    if not lines:
+        return log
+    out = []
+    for ln in log.splitlines():
+        m = re.match(r"^(\d+): \(", ln)
+        if m and int(m.group(1)) in lines:
+            text, num = lines[int(m.group(1))]
+            out.append(f"; {text} @ main.c:{num}")
+        out.append(ln)
+    return "\n".join(out)
+
+
+_offsets: dict[str, int] = {}
+
+
+def bcc_line_offset(cflags: list[str]) -> int | None:
+    """How many lines BCC's rewriter puts in front of your text in the main.c
+    it compiles (read from the DEBUG_SOURCE listing of a two-line program)."""
+    key = repr(cflags)
+    if key not in _offsets:
+        lib = bcc_lib()
+        argv = (ct.c_char_p * len(cflags))(*[f.encode() for f in cflags])
+        probe = b"int ebpf_tutor_line_probe(void *ctx) {\n    return 0x1e;\n}\n"
+        with capture_stderr() as cap:
+            module = lib.bpf_module_create_c_from_string(probe, DEBUG_SOURCE, argv, len(cflags),
+                                                         True, None)
+            if module:
+                lib.bpf_module_destroy(module)
+        m = re.search(r"^; return 0x1e; // Line\s+(\d+)$", cap.text, re.M)
+        if not m:
+            return None
+        _offsets[key] = int(m.group(1)) - 2
+    return _offsets[key]
+
+
+def bcc_lib():
+    """libbcc through BCC's own ctypes bindings."""
+    from bcc import libbcc
+    return libbcc.lib
+
+
 class Program(BPF):
     """A BCC program that explains its failures and cleans up after itself."""
 
     def __init__(self, text: str, *, cflags: list[str] | tuple[str, ...] = (), name: str = "",
-                 **kwargs):
+                 precheck: bool = True, **kwargs):
         use_verified_headers()
         self.source = text
         self.name = name or "program"
         self._closed = False
         failure = None
+        flags = default_cflags() + list(cflags)
+        self._implicit = precheck_compile(text, flags) if precheck else ""
         with capture_stderr() as cap:
             try:
-                super().__init__(text=text, cflags=default_cflags() + list(cflags), **kwargs)
+                super().__init__(text=text, cflags=flags, **kwargs)
             except errors.BpfError:
                 raise
             except Exception as e:  # noqa: BLE001 - translated below, with the captured text
@@ -102,7 +235,57 @@ class Program(BPF):
                 return super().load_func(func_name, prog_type, device, attach_type)
             except Exception as e:  # noqa: BLE001
                 failure = e
-        raise _translate(failure, cap.text, self.source, fn) from None
+        stderr = cap.text
+        if not errors.has_verifier_log(stderr) and "Failed to load" in str(failure):
+            stderr = self._verifier_log(fn, prog_type, device, attach_type) or stderr
+        if errors.has_verifier_log(stderr) and not re.search(r"^; .* @ \S*main\.c:\d+$", stderr, re.M):
+            stderr = annotate_log(stderr, self.source_lines(fn))
+        raise _translate(failure, stderr, self.source, fn, self._implicit) from None
+
+    def source_lines(self, fn: str) -> dict[int, tuple[str, int]]:
+        """Instruction index -> (source text, line of BCC's main.c) for the
+        instructions of `fn` that start a source line. BCC drops the line
+        information when it retries a rejected load without BTF (so the
+        verifier log quotes no source); its DEBUG_SOURCE listing has it."""
+        lib = bcc_lib()
+        flags = default_cflags()
+        argv = (ct.c_char_p * len(flags))(*[f.encode() for f in flags])
+        with capture_stderr() as cap:
+            module = lib.bpf_module_create_c_from_string(self.source.encode(), DEBUG_SOURCE, argv,
+                                                         len(flags), True, None)
+            if module:
+                lib.bpf_module_destroy(module)
+        return source_listing(cap.text, fn)
+
+    def _verifier_log(self, fn: str, prog_type: int, device, attach_type: int) -> str:
+        """Load `fn` again with a log buffer of our own. BCC shows no verifier
+        log when the kernel answers E2BIG (a program the verifier gave up on:
+        too many instructions or jumps) and prints a wrong size instead.
+        Level 4 gives the reason and the statistics on every kernel; level 1
+        adds the path with its source lines, whose end we keep when it still
+        holds the reason (kernels from 6.4 keep the end of a log that did
+        not fit; older ones keep the start, which says nothing)."""
+        lib = bcc_lib()
+        name = fn.encode()
+        logs = {}
+        for level in (4, 1):
+            buf = ct.create_string_buffer(RELOG_SIZE)
+            with capture_stderr():                       # BCC prints the whole log again
+                fd = lib.bcc_func_load(self.module, prog_type, name,
+                                       lib.bpf_function_start(self.module, name),
+                                       lib.bpf_function_size(self.module, name),
+                                       lib.bpf_module_license(self.module),
+                                       lib.bpf_module_kern_version(self.module), level, buf,
+                                       RELOG_SIZE, device, attach_type)
+            if fd >= 0:                                  # it loaded this time: nothing to explain
+                os.close(fd)
+                return ""
+            logs[level] = buf.value.decode(errors="replace")
+        stats = [ln for ln in logs[4].splitlines() if ln.strip()]
+        reason = next((ln for ln in stats if not errors.is_log_noise(ln)), "")
+        if reason and reason in logs[1]:
+            return logs[1]
+        return logs[4]
 
     def attach_tracepoint(self, tp=b"", tp_re=b"", fn_name=b""):
         return self._attach(super().attach_tracepoint, tp=tp, tp_re=tp_re, fn_name=fn_name)
@@ -177,11 +360,15 @@ def close_all() -> int:
     return len(progs)
 
 
-def _translate(e: Exception, stderr: str, source: str, func: str) -> errors.BpfError:
+def _translate(e: Exception, stderr: str, source: str, func: str,
+               implicit: str = "") -> errors.BpfError:
     msg = str(e)
     if "Failed to compile" in msg:
         return errors.compile_error(stderr, source)
     if "Failed to load BPF program" in msg or "super-user" in msg:
+        undeclared = errors.undeclared_call(implicit, source)
+        if undeclared is not None:
+            return undeclared
         return errors.load_error(msg, stderr, source, func or "the program")
     if "Failed to attach" in msg or "Failed to open" in msg:
         return _attach_error(e, stderr)

@@ -1,0 +1,320 @@
+"""Chapter 14 checks: the verifier gym (14.2).
+
+Every gym program is loaded, then run with BPF_PROG_TEST_RUN (raw
+tracepoint programs on context arguments, XDP programs on crafted frames)
+on inputs drawn at random, and what it recorded is compared with the right
+answer: a fix that only silences the verifier fails.
+
+GYM is also the explainer's test suite (tests/test_errors.py): for each
+program it names the kind of error its unfixed version gets and the line
+the explainer must point at.
+"""
+from __future__ import annotations
+
+import ctypes as ct
+import os
+import random
+import struct
+from dataclasses import dataclass
+from typing import Callable
+
+from ...bpfsys.programs import RawProgram, ProgType
+from ...errors import BpfError
+from ...program import Program, close_all
+from ...sandbox import packets
+from ..verdict import LabFailed, expect, lab
+from . import count_of
+
+LAB = "14.2"
+RAW, XDP = ProgType.RAW_TRACEPOINT, ProgType.XDP
+
+
+@dataclass
+class Exercise:
+    func: str                     # the function to load
+    prog_type: ProgType
+    kind: str                     # what the unfixed program gets: "compile" or "verifier"
+    culprit: str                  # the line (stripped) the explainer must point at
+    behaviour: Callable[[Program, RawProgram], None]
+
+
+def raw_args(*args: int) -> bytes:
+    """A raw tracepoint's context: its arguments as u64s."""
+    return struct.pack(f"<{len(args)}Q", *[a & (2**64 - 1) for a in args])
+
+
+def _fail(what: str, expected, seen) -> None:
+    raise LabFailed(LAB, f"{what}: expected {expected}, your program gave {seen}",
+                    "re-read what the program must do (the comment above its cell)")
+
+
+def _drain(prog: Program, table: str) -> list[bytes]:
+    got: list[bytes] = []
+
+    def on_event(_ctx, data, size):
+        got.append(ct.string_at(data, size))
+    prog[table].open_ring_buffer(on_event)
+    prog.ring_buffer_consume()
+    return got
+
+
+# ---------------------------------------------------------------- behaviours --
+def null_map_value(prog, run):
+    watched = prog["watched"]
+    a, b = random.sample(range(1, 1 << 40), 2)
+    watched[watched.Key(a)] = watched.Leaf(0)
+    na, nb = random.randint(2, 6), random.randint(1, 4)
+    for _ in range(na):
+        run.test_run(repeat=0, ctx=raw_args(a))
+    for _ in range(nb):
+        run.test_run(repeat=0, ctx=raw_args(b))
+    counts = {k.value: v.value for k, v in watched.items()}
+    if counts != {a: na}:
+        _fail(f"calls with a watched key {na} times and an unwatched one {nb} times",
+              {a: na}, counts)
+
+
+def unbounded_loop(prog, run):
+    table = prog["table"]
+    values = [random.randint(0, 1000) for _ in range(64)]
+    for i, v in enumerate(values):
+        table[ct.c_int(i)] = ct.c_ulonglong(v)
+    for n in (0, random.randint(1, 63), 64, random.randint(65, 10_000)):
+        run.test_run(repeat=0, ctx=raw_args(n))
+        got = prog["total"][ct.c_int(0)].value
+        if got != sum(values[:n]):
+            _fail(f"sum of the first {n} entries", sum(values[:n]), got)
+
+
+def packet_bounds(prog, run):
+    blocked = prog["blocked"]
+    port, other = random.sample(range(1024, 60000), 2)
+    blocked[blocked.Key(port)] = blocked.Leaf(1)
+    cases = [(packets.udp_packet(port), 1, "UDP to the blocked port"),
+             (packets.udp_packet(other), 2, "UDP to another port"),
+             (packets.tcp_packet(port), 2, "TCP to the blocked port number"),
+             (packets.udp_packet(port)[:14 + 10], 2, "a frame cut inside the IP header"),
+             (packets.udp_packet(port)[:14 + 20 + 4], 2, "a frame cut inside the UDP header")]
+    for frame, want, what in cases:
+        got = run.test_run(frame).retval
+        if got != want:
+            _fail(what, ["XDP_DROP", "XDP_PASS"][want - 1], f"return value {got}")
+
+
+XDP_MD = struct.Struct("<6I")
+
+
+def bad_ctx(prog, run):
+    frame = packets.udp_packet(random.randint(1, 60000))
+    run.test_run(frame, ctx=XDP_MD.pack(0, len(frame), 0, 1, 0, 0), ctx_out_size=XDP_MD.size)
+    got = prog["last_ifindex"][ct.c_int(0)].value
+    if got != 1:
+        _fail("the ifindex of a frame received on lo (ifindex 1)", 1, got)
+
+
+def gpl_only(prog, run):
+    license_ = prog.module and __import__("bcc").libbcc.lib.bpf_module_license(prog.module)
+    if license_ and b"GPL" in license_:
+        raise LabFailed(LAB, f"gpl_only: the program's license is now {license_.decode()!r}",
+                        "the program must stay proprietary: use a helper that is not GPL-only")
+    run.test_run(repeat=0, ctx=raw_args(0))
+    got = prog["caller"][ct.c_int(0)].value
+    if got != os.getpid():
+        _fail("the caller's tgid", os.getpid(), got)
+
+
+def ringbuf_leak(prog, run):
+    values = [random.randint(1, 1 << 50) for _ in range(3)]
+    for v in (values[0], 0, values[1], 0, values[2]):
+        run.test_run(repeat=0, ctx=raw_args(v))
+    got = [struct.unpack("<Q", e[:8])[0] for e in _drain(prog, "events")]
+    if got != values:
+        _fail("events for the calls 'x, 0, y, 0, z'", values, got)
+
+
+def stack_512(prog, run):
+    words = [random.randint(0, 1 << 63) for _ in range(70)]
+    buf = (ct.c_uint64 * 70)(*words)
+    ident = random.randint(1, 1 << 40)
+    run.test_run(repeat=0, ctx=raw_args(ident, ct.addressof(buf)))
+    got = _drain(prog, "samples")
+    if len(got) != 1 or struct.unpack("<71Q", got[0][:568]) != (ident, *words):
+        _fail("one event with the id and the 70 words", "1 matching event",
+              f"{len(got)} event(s)" + (" with other contents" if got else ""))
+
+
+def helper_type(prog, run):
+    frames = [packets.udp_packet(), packets.tcp_packet(ip=6), packets.icmp_packet(),
+              packets.udp_packet(ip=6)]
+    random.shuffle(frames)
+    for f in frames:
+        if run.test_run(f).retval != 2:
+            _fail("the verdict for every frame", "XDP_PASS", "something else")
+    got = count_of(prog["seen"][ct.c_int(0)])
+    if got != 2:
+        _fail("IPv4 frames counted among 2 IPv4 and 2 IPv6", 2, got)
+
+
+def _histogram(prog, run, values: list[int]) -> list[int]:
+    for v in values:
+        run.test_run(repeat=0, ctx=raw_args(v))
+    return list(prog["hist"][ct.c_int(0)].slots)
+
+
+def signed_index(prog, run):
+    good = [random.randint(0, 15) for _ in range(6)]
+    values = good + [-1, -random.randint(2, 1000), 16, random.randint(17, 1000)]
+    random.shuffle(values)
+    want = [good.count(i) for i in range(16)]
+    got = _histogram(prog, run, values)
+    if got != want:
+        _fail(f"a histogram of {values}", want, got)
+
+
+def off_by_one(prog, run):
+    good = [random.randint(0, 15) for _ in range(6)] + [15]
+    values = good + [16, 16, random.randint(17, 1000)]
+    random.shuffle(values)
+    want = [good.count(i) for i in range(16)]
+    got = _histogram(prog, run, values)
+    if got != want:
+        _fail(f"a histogram of {values}", want, got)
+
+
+def stale_packet(prog, run):
+    inner = random.choice([0x0800, 0x86DD, 0x0806, 0x88CC])
+    frame = packets.ethernet(0x88B5, packets.ethernet(inner, b"\0" * 40))
+    r = run.test_run(frame)
+    got = prog["inner_proto"][ct.c_int(0)].value
+    if r.retval != 2 or got != inner:
+        _fail("the inner EtherType, and XDP_PASS", f"{inner:#06x}", f"{got:#06x} (verdict {r.retval})")
+    if r.data[:14] != frame[14:28]:
+        _fail("the frame after the program ran", "the inner header first", "the outer one")
+
+
+def var_size(prog, run):
+    for n in (random.randint(1, 63), 64, random.randint(65, 500)):
+        text = bytes(random.randint(1, 255) for _ in range(max(n, 64)))
+        buf = ct.create_string_buffer(text, len(text))
+        run.test_run(repeat=0, ctx=raw_args(ct.addressof(buf), n))
+        m = prog["copied"][ct.c_int(0)]
+        want = min(n, 64)
+        if m.len != want or bytes(m.text)[:want] != text[:want]:
+            _fail(f"a copy of a {n}-byte message", f"{want} bytes copied",
+                  f"len {m.len}" + ("" if bytes(m.text)[:want] == text[:want] else ", other bytes"))
+
+
+def str_overflow(prog, run):
+    for n in (random.randint(1, 14), random.randint(20, 40)):
+        name = "".join(random.choice("abcdefghij") for _ in range(n)).encode()
+        buf = ct.create_string_buffer(name)
+        run.test_run(repeat=0, ctx=raw_args(ct.addressof(buf)))
+        got = bytes(prog["last_name"][ct.c_int(0)].text)
+        want = name[:15]
+        if got.split(b"\0")[0] != want:
+            _fail(f"the name {name.decode()!r} kept in 16 bytes", want, got.split(b"\0")[0])
+
+
+def printk_args(prog, run):
+    n = random.randint(2, 5)
+    for _ in range(n):
+        run.test_run(repeat=0, ctx=raw_args(1, 2, 3, 4))
+    got = count_of(prog["calls"][ct.c_int(0)])
+    if got != n:
+        _fail(f"calls counted after {n} runs", n, got)
+
+
+def undeclared_helper(prog, run):
+    run.test_run(repeat=0, ctx=raw_args(0))
+    got = prog["caller_tid"][ct.c_int(0)].value
+    if got != __import__("threading").get_native_id():
+        _fail("the caller's thread id", __import__("threading").get_native_id(), got)
+
+
+GYM: dict[str, Exercise] = {
+    "null_map_value": Exercise("count_watched", RAW, "verifier", "__sync_fetch_and_add(n, 1);",
+                               null_map_value),
+    "packet_bounds": Exercise("drop_blocked", XDP, "verifier", "if (ip->protocol != IPPROTO_UDP)",
+                              packet_bounds),
+    "bad_ctx": Exercise("note_ifindex", XDP, "verifier", "u32 ifindex = ctx->egress_ifindex;",
+                        bad_ctx),
+    "gpl_only": Exercise("who_called", RAW, "verifier",
+                         "struct task_struct *task = (struct task_struct *)bpf_get_current_task();",
+                         gpl_only),
+    "ringbuf_leak": Exercise("report", RAW, "verifier",
+                             "struct event *e = events.ringbuf_reserve(sizeof(*e));", ringbuf_leak),
+    "stack_512": Exercise("snapshot", RAW, "compile", "struct sample s = {};", stack_512),
+    "helper_type": Exercise("count_ipv4", XDP, "verifier",
+                            "bpf_skb_load_bytes(ctx, 12, &proto, sizeof(proto));", helper_type),
+    "signed_index": Exercise("bucket", RAW, "verifier", "__sync_fetch_and_add(&h->slots[slot], 1);",
+                             signed_index),
+    "off_by_one": Exercise("bucket", RAW, "verifier", "__sync_fetch_and_add(&h->slots[slot], 1);",
+                           off_by_one),
+    "stale_packet": Exercise("strip_outer", XDP, "verifier", "u16 proto = ntohs(eth->h_proto);",
+                             stale_packet),
+    "var_size": Exercise("copy_msg", RAW, "verifier",
+                         "bpf_probe_read_user(m->text, len, (void *)ctx->args[0]);", var_size),
+    "str_overflow": Exercise("note_name", RAW, "verifier",
+                             "bpf_probe_read_user_str(n->text, 32, (void *)ctx->args[0]);",
+                             str_overflow),
+    "printk_args": Exercise("trace_args", RAW, "compile",
+                            'bpf_trace_printk("%llx %llx %llx %llx\\n", ctx->args[0], ctx->args[1], '
+                            'ctx->args[2], ctx->args[3]);', printk_args),
+    "undeclared_helper": Exercise("who_calls", RAW, "compile", "u32 tid = bpf_get_current_tid();",
+                                  undeclared_helper),
+}
+
+
+def load_exercise(name: str, source: str) -> tuple[Program, RawProgram]:
+    """Compile and load one gym program; the RawProgram (a second descriptor
+    on the same program) runs it with BPF_PROG_TEST_RUN."""
+    ex = GYM[name]
+    prog = Program(source, name=name)
+    try:
+        fn = prog.load_func(ex.func, int(ex.prog_type))
+    except BaseException:
+        prog.close()
+        raise
+    return prog, RawProgram(os.dup(fn.fd), ex.func, ex.prog_type, "", "", 0)
+
+
+def try_program(name: str, source: str | None = None) -> None:
+    """Load one gym program (the one in the notebook's NAME variable if no
+    source is given) and say what happened."""
+    import __main__
+    source = source if source is not None else getattr(__main__, name.upper())
+    try:
+        prog, run = load_exercise(name, source)
+    except BpfError as e:
+        print(e.format())
+        return
+    with prog, run:
+        print(f"{name}: loaded ({GYM[name].prog_type.name}); the check will now test what it does")
+
+
+@lab(LAB, "The verifier gym")
+def check_gym(programs: dict) -> str:
+    missing = sorted(set(GYM) - set(programs))
+    expect(not missing, LAB, f"programs missing: {', '.join(missing)}",
+           "pass all the programs, as the check cell does")
+    rejected, wrong = [], []
+    try:
+        for name in GYM:
+            try:
+                prog, run = load_exercise(name, programs[name])
+            except BpfError as e:
+                rejected.append(f"{name}: {e.kind}: {e.summary.splitlines()[0][:100]}")
+                continue
+            with prog, run:
+                try:
+                    GYM[name].behaviour(prog, run)
+                except LabFailed as e:
+                    wrong.append(f"{name}: {e.message}")
+    finally:
+        close_all()
+    lines = rejected + wrong
+    expect(not rejected, LAB, f"{len(rejected)} of {len(GYM)} programs still do not load:\n  "
+           + "\n  ".join(lines), "run try_program(\"<name>\") on the first one and read its hint")
+    expect(not wrong, LAB, f"{len(wrong)} of {len(GYM)} programs load but do the wrong thing:\n  "
+           + "\n  ".join(wrong), "a fix must keep what the program does: re-read its task")
+    return f"all {len(GYM)} programs load and did what they must on random inputs"
