@@ -104,10 +104,11 @@ MARKER_RANGE = (1 << 24, 1 << 30)    # far above any RLIMIT_NOFILE: never an ope
 
 @dataclass
 class HammerRun:
-    """What one pinned process did: its CPU, its calls, its wall time."""
+    """What one pinned process did: its CPU, its calls, its wall time, its pid."""
     cpu: int
     calls: int
     ns: int
+    pid: int = 0
 
     @property
     def calls_per_s(self) -> float:
@@ -165,7 +166,8 @@ def _run_pinned(argvs: list[list[str]], cpus: list[int], calls: int,
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    return [HammerRun(cpu, calls, int(out.strip() or 0)) for cpu, out in zip(cpus, outs)]
+    return [HammerRun(cpu, calls, int(out.strip() or 0), p.pid)
+            for cpu, out, p in zip(cpus, outs, procs)]
 
 
 def hammer(marker: int, calls: int, cpus: list[int] | None = None, rate: int = 0,

@@ -114,3 +114,283 @@ def check_packet_counter(program: str, read_counters) -> str:
            "sum the field over every CPU's slot: sum(s.packets for s in prog['per_cpu'][0])")
     return (f"{sent:,} packets from {len(cpus)} CPUs at once, counted exactly by both "
             f"counters ({want_cpu:,} per CPU)")
+
+
+# -------------------------------------------------------------------- 12.2 --
+EVENT_FIELDS = ("pid", "cpu", "fd")
+RECORD_BYTES = 8 + 16               # the ring's 8-byte header + struct event
+
+
+def _counter_total(prog, name: str) -> int:
+    """A one-slot counter map's value, summed over CPUs if it is per-CPU."""
+    value = prog[name][prog[name].Key(0)]
+    return value.value if hasattr(value, "value") else sum(value)
+
+
+class _Collector:
+    """Every event the ring delivers, as (pid, cpu, fd)."""
+
+    def __init__(self, prog):
+        self.table, self.events = prog["events"], []
+
+    def __call__(self, _ctx, data, _size) -> None:
+        e = self.table.event(data)
+        self.events.append(tuple(int(getattr(e, f, -1)) for f in EVENT_FIELDS))
+
+    def take(self) -> list[tuple[int, int, int]]:
+        out, self.events = self.events, []
+        return out
+
+
+def _round(lab_id: str, what: str, prog, collector: _Collector, lost_total, runs, lost_before,
+           marker: int) -> tuple[int, int]:
+    """Judge one round: received + lost == sent; each event's pid, cpu and fd."""
+    prog.ring_buffer_consume()
+    got = collector.take()
+    lost = lost_total(prog) - lost_before
+    sent = sum(r.calls for r in runs)
+    cpu_of = {r.pid: r.cpu for r in runs}
+    strangers = [e for e in got if e[0] not in cpu_of]
+    expect(not strangers, lab_id,
+           f"{what}: {len(strangers)} events carry a pid that made none of the calls "
+           f"(first: pid {strangers[0][0] if strangers else 0}; the callers were "
+           f"{sorted(cpu_of)})",
+           "pid is the upper half of bpf_get_current_pid_tgid(): shift it right by 32")
+    wrong_cpu = [e for e in got if cpu_of[e[0]] != e[1]]
+    expect(not wrong_cpu, lab_id,
+           f"{what}: {len(wrong_cpu)} events name the wrong CPU (a caller pinned to CPU "
+           f"{cpu_of[wrong_cpu[0][0]] if wrong_cpu else 0} sent cpu="
+           f"{wrong_cpu[0][1] if wrong_cpu else 0})",
+           "fill cpu with bpf_get_smp_processor_id()")
+    wrong_fd = [e[2] for e in got if e[2] != marker]
+    expect(not wrong_fd, lab_id, f"{what}: {len(wrong_fd)} events carry fd "
+           f"{wrong_fd[0] if wrong_fd else 0}, not the descriptor closed ({marker})",
+           "fill fd with args->fd")
+    expect(len(got) + lost == sent, lab_id,
+           f"{what}: {sent:,} events were sent, {len(got):,} arrived and your counter says "
+           f"{lost:,} were lost: {sent - len(got) - lost:+,} unaccounted for",
+           "every event is either in the ring or counted in `lost`: add 1 to lost exactly "
+           "when ringbuf_reserve returns NULL, and sum all CPUs in lost_total")
+    return len(got), lost
+
+
+@lab("12.2", "zero-copy events")
+def check_zero_copy(program: str, lost_total) -> str:
+    """Three rounds of marked close() calls from one pinned process per CPU:
+    a few (all must arrive), a burst far past the ring's size with nobody
+    reading (received + lost == sent, lost > 0), a paced stream read live."""
+    lab_id = "12.2"
+    rng = random.Random()
+    cpus = usable_cpus()[:2]
+    marker = new_marker(rng)
+    from ...bpfsys.maps import map_info
+    try:
+        prog = Program(program, cflags=[f"-DMARKER={marker}"], name="lab 12.2")
+        events = require_table(prog, "events", lab_id,
+                               "keep the given declaration: BPF_RINGBUF_OUTPUT(events, 16);")
+        require_table(prog, "lost", lab_id,
+                      "keep the given declaration: BPF_PERCPU_ARRAY(lost, u64, 1);")
+        ring_bytes = map_info(events.map_fd).max_entries
+        capacity = ring_bytes // RECORD_BYTES
+        collector = _Collector(prog)
+        events.open_ring_buffer(collector)
+        results = []
+        # 1: what fits in the ring, read after
+        n = rng.randint(capacity // 8, capacity // (2 * len(cpus)))
+        runs = hammer(marker, n, cpus)
+        got, lost = _round(lab_id, "round 1 (fits in the ring)", prog, collector, lost_total,
+                           runs, lost_total(prog), marker)
+        expect(got == n * len(cpus) and lost == 0, lab_id,
+               f"round 1: {n * len(cpus)} events fit easily in the ring, yet {got} arrived "
+               f"and {lost} were counted lost",
+               "submit every event you reserve: events.ringbuf_submit(e, 0)")
+        results.append((got, lost))
+        # 2: a burst many times the ring, nobody reading
+        before = lost_total(prog)
+        n = rng.randint(20 * capacity, 40 * capacity) // len(cpus)
+        runs = hammer(marker, n, cpus)
+        got, lost = _round(lab_id, "round 2 (a burst, nobody reading)", prog, collector,
+                           lost_total, runs, before, marker)
+        expect(lost > 0, lab_id, f"round 2: {n * len(cpus):,} events into a ring that holds "
+               f"about {capacity:,}, and none lost?", "count failed reservations in `lost`")
+        results.append((got, lost))
+        # 3: a paced stream, read while it runs
+        before = lost_total(prog)
+        n, rate = rng.randint(4_000, 8_000), 20_000
+        done: list = []
+        worker = threading.Thread(target=lambda: done.extend(hammer(marker, n, cpus, rate=rate)))
+        worker.start()
+        while worker.is_alive():
+            prog.ring_buffer_poll(20)
+        got, lost = _round(lab_id, "round 3 (paced, read live)", prog, collector, lost_total,
+                           done, before, marker)
+        results.append((got, lost))
+    finally:
+        close_all()
+    return ("received + lost = sent in all 3 rounds: " +
+            ", ".join(f"{g:,} + {lo:,}" for g, lo in results))
+
+
+# -------------------------------------------------------------------- 12.3 --
+PERIOD = 4                  # the workload: MARKER once, then MARKER + 1 three times
+BUDGET = 2_000              # samples per second in phase 2
+TICK = 0.2                  # the controller's period, seconds
+
+
+class _Sampled:
+    """The learner's sampler under a workload: samples as (fd, every),
+    the kernel's `seen` total, and the controller's ticks."""
+
+    def __init__(self, prog, marker: int):
+        self.prog, self.marker, self.samples = prog, marker, []
+        self.table = prog["samples"]
+        self.table.open_ring_buffer(self._on_sample)
+
+    def _on_sample(self, _ctx, data, _size) -> None:
+        s = self.table.event(data)
+        self.samples.append((int(s.fd), int(s.every)))
+
+    def seen(self) -> int:
+        value = self.prog["seen"][self.prog["seen"].Key(0)]
+        return value.value if hasattr(value, "value") else sum(value)
+
+    def set_every(self, every: int) -> None:
+        self.prog["config"][self.prog["config"].Key(0)] = self.prog["config"].Leaf(every)
+
+    def run(self, calls: int, rate: int, cpu: int, controller=None) -> list[dict]:
+        """Run the workload; every TICK, note seen and samples, and if a
+        controller is given, set `every` to controller(rate seen)."""
+        worker = threading.Thread(target=hammer, args=(self.marker, calls, [cpu]),
+                                  kwargs={"rate": rate, "period": PERIOD})
+        ticks = []
+        t0 = t_last = time.monotonic()
+        seen_last, n_last = self.seen(), len(self.samples)
+        worker.start()
+        while worker.is_alive():
+            end = time.monotonic() + TICK
+            while time.monotonic() < end and worker.is_alive():
+                self.prog.ring_buffer_poll(20)
+            now, seen = time.monotonic(), self.seen()
+            self.prog.ring_buffer_consume()
+            rate_seen = (seen - seen_last) / max(now - t_last, 1e-6)
+            ticks.append({"t": now - t0, "dt": now - t_last, "seen": seen - seen_last,
+                          "samples": len(self.samples) - n_last,
+                          "every": self.prog["config"][self.prog["config"].Key(0)].value})
+            if controller is not None:
+                self.set_every(int(controller(rate_seen)))
+            t_last, seen_last, n_last = now, seen, len(self.samples)
+        worker.join()
+        self.prog.ring_buffer_consume()
+        return ticks
+
+
+def _steady(ticks: list[dict]) -> list[dict]:
+    """Ticks whose event rate was within 30% of the tick before (the rate the
+    controller chose `every` from); the first tick never counts."""
+    out = []
+    for prev, t in zip(ticks, ticks[1:]):
+        before, now = prev["seen"] / prev["dt"], t["seen"] / t["dt"]
+        if before > 0 and abs(now - before) <= 0.3 * before and t["dt"] >= TICK / 2:
+            out.append(t)
+    return out
+
+
+def _as_every(value, lab_id: str) -> int:
+    expect(isinstance(value, (int, float)) and value >= 1 and value == int(value), lab_id,
+           f"next_every returned {value!r}: `every` is a whole number, at least 1",
+           "return max(1, math.ceil(seen_per_s / budget_per_s))")
+    return int(value)
+
+
+@lab("12.3", "adaptive sampling")
+def check_adaptive(program: str, next_every, estimate) -> str:
+    """Phase 1: every = 4, a periodic workload: kinds in the samples as in
+    the workload. Phase 2: high rate, the learner's controller: sample rate
+    within the budget, estimate within 15%. Phase 3: low rate: all kept."""
+    lab_id = "12.3"
+    rng = random.Random()
+    cpu = usable_cpus()[0]
+    marker = new_marker(rng)
+    try:
+        prog = Program(program, cflags=[f"-DMARKER={marker}"], name="lab 12.3")
+        for name, decl in (("samples", "BPF_RINGBUF_OUTPUT(samples, 64);"),
+                           ("seen", "BPF_PERCPU_ARRAY(seen, u64, 1);"),
+                           ("config", "BPF_ARRAY(config, u32, 1);")):
+            require_table(prog, name, lab_id, "keep the given declaration: " + decl)
+        s = _Sampled(prog, marker)
+
+        # phase 1: fixed every = 4, a workload of period 4
+        s.set_every(PERIOD)
+        calls = PERIOD * rng.randint(5_000, 7_000)
+        s.run(calls, 40_000, cpu)
+        kept = s.samples
+        s.samples = []
+        expect(s.seen() == calls, lab_id, f"`seen` counted {s.seen()} events; there were {calls}",
+               "count every marked event in seen, before deciding whether to sample it")
+        share = len(kept) / calls
+        expect(0.15 < share < 0.35, lab_id,
+               f"phase 1: with every = 4, {len(kept)} of {calls} events were sampled "
+               f"({share:.0%}); about 25% should be",
+               "keep an event when bpf_get_prandom_u32() % every == 0, and submit it")
+        kinds = sum(1 for fd, _ in kept if fd == marker) / max(len(kept), 1)
+        expect(0.15 < kinds < 0.35, lab_id,
+               f"phase 1: the workload closes MARKER once in every 4 calls, but "
+               f"{kinds:.0%} of the samples are MARKER's: the sample is biased",
+               "decide with a random number per event (bpf_get_prandom_u32()), not by "
+               "counting events: a counter locks onto the workload's own rhythm")
+
+        # phase 2: high rate, the learner's controller (from every = 4: the
+        # first tick's samples fit in the ring)
+        rate = 100_000
+        calls = int(rate * 2)
+        ticks = s.run(calls, rate, cpu,
+                      controller=lambda r: _as_every(next_every(r, BUDGET), lab_id))
+        kept = s.samples
+        s.samples = []
+        steady = _steady(ticks)
+        expect(len(steady) >= 2, lab_id,
+               "phase 2: the event rate never held steady for two ticks in a row",
+               "rerun the check on a less loaded machine")
+        for t in steady:
+            rate_seen, got_rate = t["seen"] / t["dt"], t["samples"] / t["dt"]
+            expect(got_rate <= 2 * BUDGET, lab_id,
+                   f"phase 2: events came at {rate_seen:,.0f}/s for two ticks in a row, and "
+                   f"with every = {t['every']} {got_rate:,.0f} samples/s arrived: over the "
+                   f"budget of {BUDGET:,}/s",
+                   "next_every(seen_per_s, budget_per_s) must grow with the event rate: "
+                   "seen_per_s / budget_per_s, rounded up")
+            expect(got_rate >= BUDGET / 4, lab_id,
+                   f"phase 2: events came at {rate_seen:,.0f}/s, and with every = {t['every']} "
+                   f"only {got_rate:,.0f} samples/s arrived; the budget was {BUDGET:,}/s",
+                   "do not sample less than the budget allows")
+        guess = estimate(list(kept)) if kept else {}
+        truth = {0: calls // PERIOD, 1: calls - calls // PERIOD}
+        for kind, true_n in truth.items():
+            est = float((guess or {}).get(marker + kind, 0))
+            n_kind = sum(1 for fd, _ in kept if fd == marker + kind)
+            tolerance = max(0.15, 5 / math.sqrt(max(n_kind, 1)))    # 5 standard errors
+            expect(abs(est - true_n) <= tolerance * true_n, lab_id,
+                   f"phase 2: estimate gave {est:,.0f} calls on MARKER{' + 1' if kind else ''}; "
+                   f"there were {true_n:,} (allowed: {tolerance:.0%} off)",
+                   "each sample stands for its `every` events: record every in the sample, "
+                   "and add up `every` per fd")
+
+        # phase 3: a low rate: under the budget, keep everything
+        calls = rng.randint(1_000, 1_400)
+        ticks = s.run(calls, 1_000, cpu,
+                      controller=lambda r: _as_every(next_every(r, BUDGET), lab_id))
+        late = ticks[1:]                 # after the controller has seen the low rate
+        at_one = [t for t in late if t["every"] == 1]
+        expect(len(at_one) * 2 >= len(late), lab_id,
+               f"phase 3: events came at about 1,000/s, under the budget of {BUDGET:,}/s, yet "
+               f"`every` was {sorted({t['every'] for t in late})} in {len(late) - len(at_one)} "
+               f"of {len(late)} ticks",
+               "when the rate is under the budget, next_every must return 1: keep everything")
+        missed = sum(t["seen"] - t["samples"] for t in at_one)
+        expect(missed == 0, lab_id,
+               f"phase 3: with every = 1, {missed} of {sum(t['seen'] for t in at_one)} events "
+               f"were not sampled", "with every = 1, keep every event: the draw % 1 is always 0")
+    finally:
+        close_all()
+    return (f"unbiased at every = 4 ({kinds:.0%} MARKER, 25% expected); within the budget "
+            f"at high rate; everything kept at low rate")
