@@ -241,6 +241,10 @@ class BPFObject(FdObject):
             e.log_tail = e.log_tail or self._tail()
         if "failed to resolve CO-RE relocation" in text or "<invalid CO-RE relocation>" in text:
             e.hint = CORE_HINT
+            n = _core_failure_line(text, self.source)
+            if n:
+                e.where = f"line {n} of your program" + (f" (function {func})" if func else "")
+                e.excerpt = errors.excerpt(self.source, n)
         return e
 
     @property
@@ -492,3 +496,17 @@ class BPFObject(FdObject):
         state = "closed" if self.closed else ("loaded" if self._loaded else "opened")
         return (f"<BPFObject {self.name}: {state}, programs {sorted(getattr(self, 'programs', {}))}, "
                 f"{len(self.links)} link(s)>")
+
+
+def _core_failure_line(log: str, source: str) -> int:
+    """The source line that reads the field a failed CO-RE relocation names
+    (the kernel's line info stops one line early: libbpf rewrote the
+    poisoned instruction's lines), preferring a read over an existence test."""
+    m = re.search(r"failed to resolve CO-RE relocation .*?\] \w+ \w+\.([\w.:]+)", log)
+    if not m or not source:
+        return 0
+    field = m.group(1).split(".")[-1].split(":")[0]
+    hits = [i for i, ln in enumerate(source.splitlines(), 1) if re.search(rf"\b{re.escape(field)}\b", ln)
+            and not ln.lstrip().startswith(("//", "/*", "*", "struct", "#"))]
+    reads = [i for i in hits if "exists" not in source.splitlines()[i - 1]]
+    return (reads or hits or [0])[0]
