@@ -73,12 +73,22 @@ def use_verified_headers() -> headers.HeadersStatus | None:
 
 
 def default_cflags() -> list[str]:
-    """-w silences pages of clang warnings from kernel headers; the compat
-    include lets BCC older than 0.31 use a 6.x kernel's networking headers."""
-    flags = ["-w"]
+    """-Wno-everything silences pages of clang warnings from kernel headers,
+    but a call to an undeclared function (a misspelt helper) stays an error at
+    its line, not a load failure later; the compat include lets BCC older than
+    0.31 use a 6.x kernel's networking headers."""
+    flags = ["-Wno-everything", "-Werror=implicit-function-declaration"]
     if bcc_version() < (0, 31):
         flags += ["-include", str(COMPAT_H)]
     return flags
+
+
+def in_notebook_kernel() -> bool:
+    """True inside a Jupyter kernel, where an aborted process loses the
+    learner's state (a script or a lab run in its own process loses nothing)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def precheck_compile(text: str, cflags: list[str]) -> str:
@@ -93,7 +103,7 @@ def precheck_compile(text: str, cflags: list[str]) -> str:
     if key in _prechecked:
         return _prechecked[key]
     lib = bcc_lib()
-    flags = [f for f in cflags if f != "-w"] + ["-Wno-everything", "-Wimplicit-function-declaration"]
+    flags = list(cflags)
     argv = (ct.c_char_p * len(flags))(*[f.encode() for f in flags])
     rd, wr = os.pipe()
     with tempfile.TemporaryFile() as err:
@@ -209,13 +219,15 @@ class Program(BPF):
     """A BCC program that explains its failures and cleans up after itself."""
 
     def __init__(self, text: str, *, cflags: list[str] | tuple[str, ...] = (), name: str = "",
-                 precheck: bool = True, **kwargs):
+                 precheck: bool | None = None, **kwargs):
         use_verified_headers()
         self.source = text
         self.name = name or "program"
         self._closed = False
         failure = None
         flags = default_cflags() + list(cflags)
+        if precheck is None:          # where a crash would lose a learner's state
+            precheck = in_notebook_kernel()
         self._implicit = precheck_compile(text, flags) if precheck else ""
         with capture_stderr() as cap:
             try:

@@ -155,11 +155,13 @@ def test_explainer_classifies_every_gym_program_and_points_at_its_line():
 
 @needs_root
 def test_llvm_fatal_error_does_not_kill_the_process():
-    """LLVM ends the process on some errors: the child compile takes the blow."""
-    from ebpf_tutor import Program
+    """LLVM ends the process on some errors: the child compile takes the blow.
+    It is on by default in a notebook kernel, where a crash loses the learner's state."""
+    from ebpf_tutor import Program, program
     src = 'int f(void *ctx) {\n    bpf_trace_printk("%d %d %d %d\\n", 1, 2, 3, 4);\n    return 0;\n}\n'
+    assert not program.in_notebook_kernel()
     with pytest.raises(errors.CompileError) as info:
-        Program(src)
+        Program(src, precheck=True)
     assert "line 2" in info.value.where and "at most 3" in info.value.hint
     with Program("int g(void *ctx) { return 0; }") as p:     # and this process still works
         p.load_func("g", 17)
