@@ -269,7 +269,7 @@ def load_exercise(name: str, source: str) -> tuple[Program, RawProgram]:
     """Compile and load one gym program; the RawProgram (a second descriptor
     on the same program) runs it with BPF_PROG_TEST_RUN."""
     ex = GYM[name]
-    prog = Program(source, name=name)
+    prog = Program(source, name=name, precheck=True)   # some exercises abort LLVM
     try:
         fn = prog.load_func(ex.func, int(ex.prog_type))
     except BaseException:
