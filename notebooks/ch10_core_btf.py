@@ -76,7 +76,8 @@ for field in ("pid", "tgid", "real_parent", "comm"):
 # kernel, so the constants come out right. That has three costs. The
 # headers must exist and match the running kernel exactly (Chapter 4
 # showed what a near-miss gives: wrong numbers, no error). Every start pays
-# for a compile (a second or more). And every machine needs clang and LLVM
+# for a compile (a fraction of a second for a tiny program, seconds with
+# the big networking headers). And every machine needs clang and LLVM
 # installed. On this machine the first cost is fatal for BCC's own tools,
 # since there is no header package for this kernel:
 
@@ -323,6 +324,8 @@ except VerifierError as e:
 # and the values read equal `/proc`'s.
 
 # %% tags=["nbval-skip", "needs-vm"]
+# nbval-skip: the host's notebook tests do not run this cell (it boots the course VMs);
+# its output was stored from a real run, and tests/test_core_vm.py proves it in CI.
 def in_vm(suite: str) -> str:
     r = subprocess.run([sys.executable, "../vm/course_vm.py", "run", "--suite", suite, "--",
                         "/opt/ebpf-venv/bin/python", "/w/notebooks/ch10/core_demo.py"],
