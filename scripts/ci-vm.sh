@@ -20,14 +20,16 @@ for suite in ${suites[@]}; do
   # first suite also runs the chapter 5 notebook, and lab 8.3, whose check
   # measures the injected delay live where the fq qdisc exists (not here);
   # the last suite runs the wrong kprobe variants, which only a kernel with
-  # kprobes can reject.
+  # kprobes can reject, and the chapter 10 lab solutions (libbpf 1.5 there).
+  # Every suite loads chapter 10's CO-RE object, built on the host's kernel,
+  # and checks what it reads (tests/test_core_vm.py).
   read -ra all <<<"${suites[*]}"
-  select="test_feature or test_expected or solution_passes and (5.1 or 5.2 or 5.3)"
+  select="test_feature or test_expected or solution_passes and (5.1 or 5.2 or 5.3) or core_vm"
   notebooks=()
   if [ "$suite" = "${all[0]}" ] && [ -f notebooks/ch05_kprobes.ipynb ]; then
     select="$select or solution_passes and 8.3 or ch05"; notebooks=(notebooks/ch05_kprobes.ipynb)
   fi
-  [ "$suite" = "${all[-1]}" ] && select="$select or wrong_kprobe_variant"
+  [ "$suite" = "${all[-1]}" ] && select="$select or wrong_kprobe_variant or solution_passes and 10."
   t0=$(date +%s)
   "$PY" vm/course_vm.py build --suite "$suite" || { status=1; continue; }
   t1=$(date +%s)
@@ -39,7 +41,7 @@ for suite in ${suites[@]}; do
   "$PY" vm/course_vm.py run --suite "$suite" --timeout "${VM_TIMEOUT:-2400}" -- \
     env EBPF_TUTOR_EXPECT_FEATURES=kprobes,fentry,LSM \
     /opt/ebpf-venv/bin/python -m pytest -q -p no:cacheprovider \
-      tests/test_expected_features.py tests/test_labs.py "${notebooks[@]}" \
+      tests/test_expected_features.py tests/test_labs.py tests/test_core_vm.py "${notebooks[@]}" \
       -k "$select" \
       --nbval-lax --nbval-kernel-name ebpf-root \
       -o junit_logging=system-out --junitxml="vm/work/junit-$suite.xml"

@@ -27,7 +27,8 @@ importable from here (`from ebpf_tutor.bpfsys import RawMap, load`):
 - tracepoints  tracefs formats and ids, `attach_tracepoint` through a perf event
 - tgid         the process ids BPF sees (`kernel_tgid`), which differ in a container
 - asm/         a small assembler for the instructions `load` takes
-- libbpf       libbpf's library through ctypes (used by pin, cgroups, testing)
+- libbpf       libbpf's library through ctypes (used by pin, cgroups, testing, and
+               bpfobject, which loads CO-RE objects with it)
 - pin          pinning maps under /sys/fs/bpf
 """
 from .maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, PERCPU_MAPS, Bytes, MapInfo, MapType, RawMap,
