@@ -63,6 +63,8 @@ def _row(cls: str, name: str) -> str:
     m = re.search(r"\[(\d+\.\d+)", name)
     if "test_labs" in cls and m:
         return f"lab {m.group(1)}"
+    if "test_core_vm" in cls:
+        return "chapter 10 CO-RE object, built on 6.18"
     m = re.search(r"ch(\d+)_\w+\.ipynb", cls + name)
     if m:
         return f"chapter {int(m.group(1))} notebook"
