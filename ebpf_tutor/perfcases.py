@@ -18,6 +18,7 @@ import time
 import pandas as pd
 
 from .bpfsys.stats import ProgStats, run_time_stats
+from .bpfsys.tgid import kernel_tgid
 from .contention import hammer, new_marker, usable_cpus
 from .program import Program
 
@@ -195,22 +196,37 @@ def _int(x) -> int:
     return int(getattr(x, "value", x))
 
 
-MAP_C = "BPF_HASH(table, u32, u64, MAX_ENTRIES);"
+MAP_C = r"""
+BPF_HASH(table, u32, u64, MAX_ENTRIES);
+BPF_ARRAY(bpf_calls, u64, 1);                 /* bpf() system calls made by TGID */
+TRACEPOINT_PROBE(syscalls, sys_enter_bpf) {
+    if (bpf_get_current_pid_tgid() >> 32 != TGID)
+        return 0;
+    int zero = 0;
+    u64 *n = bpf_calls.lookup(&zero);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return 0;
+}
+"""
 
 
 def map_reads(entries: int = 10_000, runs: int = 3) -> pd.DataFrame:
     """Fill a hash map with `entries` keys from user space, then read and
     empty it two ways: key by key (BCC's items() walks with get_next_key
     and looks each key up, then one delete per key), and with one
-    items_lookup_and_delete_batch() call. Rows: seconds and keys read."""
+    items_lookup_and_delete_batch() call. Rows: seconds, keys read, and
+    the bpf() system calls it took (counted by a tracepoint on sys_enter_bpf)."""
     rows = []
-    with Program(MAP_C, cflags=[f"-DMAX_ENTRIES={entries}"], name="batch") as prog:
-        table = prog["table"]
+    flags = [f"-DMAX_ENTRIES={entries}", f"-DTGID={kernel_tgid()}"]
+    with Program(MAP_C, cflags=flags, name="batch") as prog:
+        table, calls = prog["table"], prog["bpf_calls"]
         keys = (table.Key * entries)(*[table.Key(i) for i in range(entries)])
         values = (table.Leaf * entries)(*[table.Leaf(i * 3) for i in range(entries)])
         for run in range(runs):
             for way in ("per key", "batch"):
                 table.items_update_batch(keys, values)
+                calls_before = calls[calls.Key(0)].value
                 t = time.perf_counter()
                 if way == "per key":
                     got = {_int(k): _int(v) for k, v in table.items()}
@@ -219,7 +235,8 @@ def map_reads(entries: int = 10_000, runs: int = 3) -> pd.DataFrame:
                 else:
                     got = {_int(k): _int(v) for k, v in table.items_lookup_and_delete_batch()}
                 took = time.perf_counter() - t
+                syscalls = calls[calls.Key(0)].value - calls_before - 1   # minus the read
                 ok = len(got) == entries and all(got[i] == i * 3 for i in range(0, entries, 97))
                 rows.append({"run": run, "way": way, "entries": entries, "seconds": took,
-                             "all_read": ok, "left_in_map": len(table)})
+                             "bpf_calls": syscalls, "all_read": ok, "left_in_map": len(table)})
     return pd.DataFrame(rows)
