@@ -47,7 +47,7 @@ _NAMES = {
     "Program": "program", "close_all": "program", "BPFObject": "bpfobject",
     "table_df": "data", "log2_hist_df": "data", "log2_counts_df": "data",
     "plot_log2_hist": "data", "EventCollector": "data", "records_df": "data",
-    "RingBufferConsumer": "events",
+    "RingBufferConsumer": "events", "ConsumerGroup": "events",
     "MockMap": "testing.mock", "inject_failure": "testing.mock",
     "check": "labs",
 }

@@ -16,6 +16,8 @@ FIGURE = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)\s?(ns|µs|us|ms|%|x|×|MB/s|Mp
 NOT_MEASURED = {
     ("ch06_tracepoints", "200 µs"): "a sleep length the heatmap's workload asks for",
     ("ch07_xdp", "15 Mpps"): "10 GbE line rate for 64-byte frames, quoted for comparison",
+    ("ch13_event_processing", "10 ms"): "the sleep per batch the slow handler is given",
+    ("ch13_event_processing", "50 ms"): "RingBufferConsumer's poll timeout, a parameter",
 }
 
 

@@ -49,11 +49,14 @@ Modules:
   stats     `ConsumerStats`, the health snapshot, and the loss-counter source
   consumer  `RingBufferConsumer`: reader and handler threads, the bounded
             queue, backpressure
+  group     `ConsumerGroup`: several ring buffers, one consumer each, started
+            and closed together, one table of their health
 """
 from .consumer import RingBufferConsumer
+from .group import ConsumerGroup
 from .ring import (BUSY_BIT, DISCARD_BIT, HDR_SIZE, PAGE, ReadResult, RingReader, concat_records,
                    record_stride)
 from .stats import ConsumerStats
 
-__all__ = ["RingBufferConsumer", "RingReader", "ConsumerStats", "ReadResult",
+__all__ = ["RingBufferConsumer", "ConsumerGroup", "RingReader", "ConsumerStats", "ReadResult",
            "record_stride", "concat_records", "BUSY_BIT", "DISCARD_BIT", "HDR_SIZE", "PAGE"]
