@@ -599,7 +599,7 @@ calls
 
 # %% tags=["nbval-ignore-output"]
 times = reads.groupby(["entries", "way"])["seconds"].agg(["mean", "std"]).unstack()
-times.plot(kind="bar", y="mean", yerr="std", logy=True, capsize=3, figsize=(6, 3),
+times.plot(kind="bar", y="mean", yerr="std", logy=True, capsize=3, figsize=(6, 3), rot=0,
            ylabel="seconds", title="empty a hash map: per key vs one batch")
 (times["mean"]["per key"] / times["mean"]["batch"]).round(1).rename("per key / batch")
 
