@@ -641,12 +641,15 @@ print("hand-written:", check_metrics("# TYPE execs counter\nexecs 7\n"))
 # %% [markdown]
 # Now a real Prometheus server scrapes it. `PrometheusServer` writes a
 # configuration like the one below (with our port) into a fresh temporary
-# folder, starts `/usr/bin/prometheus` on 127.0.0.1 with its data in that
-# folder, and stops it and removes the folder when the `with` block ends.
+# folder, runs the command below it (with that folder and a free port),
+# and stops the server and removes the folder when the `with` block ends;
+# if the notebook's kernel dies instead, the server dies with it.
 # The scrape interval is 1 second, so this takes seconds, not minutes.
 
 # %%
-print(PrometheusServer(["127.0.0.1:PORT"], scrape_interval=1.0).config())
+demo = PrometheusServer(["127.0.0.1:PORT"], scrape_interval=1.0)
+print(demo.config())
+print("$", " ".join(demo.argv()))
 
 # %% [markdown]
 # Its HTTP API answers PromQL queries: `/api/v1/query?query=...` for a
@@ -806,9 +809,9 @@ exec_prog.close()
 #    the reader only when it had caught up, which is when it sleeps. Force
 #    a wake-up for rare events that must be handled at once (13.5).
 # 4. Every new pid is a new map key and a new series: the map fills (then
-#    updates fail), every scrape reads more, and Prometheus stores a new
-#    series per pid forever after (its retention). Label by command name,
-#    cgroup or service instead.
+#    updates fail), every scrape reads more, and Prometheus keeps every
+#    series it ever saw for its whole retention period. Label by command
+#    name, cgroup or service instead.
 # 5. `bpf_log2l(v)` puts `v` in slot `floor(log2 v) + 1`; a value of
 #    exactly `2**j` lands in slot `j + 1`, exported as `le = 2**(j+1)`,
 #    though it belongs under `le = 2**j`. Every exact power of two is

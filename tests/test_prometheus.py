@@ -29,6 +29,8 @@ def exporter():
 def test_config_lists_targets_and_interval():
     cfg = pm.PrometheusServer(["127.0.0.1:1", "127.0.0.1:2"], scrape_interval=0.5).config()
     assert "scrape_interval: 0.5s" in cfg and '["127.0.0.1:1", "127.0.0.1:2"]' in cfg
+    argv = pm.PrometheusServer(["127.0.0.1:1"]).argv("/d", 9999)
+    assert "--web.listen-address=127.0.0.1:9999" in argv and "--storage.tsdb.path=/d/data" in argv
 
 
 def test_free_port_is_bindable():

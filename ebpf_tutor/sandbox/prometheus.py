@@ -32,8 +32,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sweep import owner_pid
-
 PROMETHEUS, PROMTOOL = "/usr/bin/prometheus", "/usr/bin/promtool"
 PR_SET_PDEATHSIG = 1
 PREFIX = "prometheus"
@@ -66,16 +64,19 @@ def check_metrics(text: str, promtool: str = PROMTOOL) -> MetricsCheck:
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL when the parent dies."""
+    """In the child, before exec: get SIGKILL when the parent dies. (The
+    kernel means the *thread* that started it: start servers from a thread
+    that lives as long as they should, such as the main thread.)"""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def sweep_dead(tmp: Path | None = None) -> list[Path]:
-    """Remove the folders of servers whose owner process is gone."""
+    """Remove the folders (ebt-<pid>-prometheus-*) of servers whose owner
+    process is gone."""
     removed = []
     for d in Path(tmp or tempfile.gettempdir()).glob(f"ebt-*-{PREFIX}-*"):
-        pid = owner_pid(d.name)
-        if pid is not None and not Path(f"/proc/{pid}").exists():
+        m = re.match(rf"ebt-(\d+)-{PREFIX}-", d.name)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed
@@ -122,13 +123,17 @@ class PrometheusServer:
             self.close()
             raise
 
+    def argv(self, folder: Path | str = "FOLDER", port: int | str = "PORT") -> list[str]:
+        """The command line it runs (with placeholders before start)."""
+        return [self.binary, f"--config.file={folder}/prometheus.yml",
+                f"--storage.tsdb.path={folder}/data",
+                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+
     def _spawn(self) -> None:
         log = open(self.folder / "prometheus.log", "ab")
         try:
             self.proc = subprocess.Popen(
-                [self.binary, f"--config.file={self.folder / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={self.folder / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+                self.argv(self.folder, self.port),
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         finally:
             log.close()
