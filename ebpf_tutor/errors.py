@@ -344,6 +344,9 @@ def has_verifier_log(text: str) -> bool:
 
 
 _LINE_INFO = re.compile(r"^; (.*?)(?: @ \S*?main\.c:(\d+))?$")
+_OTHER_FILE = re.compile(r" @ \S+\.[ch]:\d+$")     # a line of a header BCC inlined (helpers.h)
+_GAVE_UP = re.compile(r"too complex|too large|too many states|infinite loop|loop is not bounded")
+_LOOP = re.compile(r"\b(for|while)\s*\(")
 
 
 def verifier_error(log: str, source: str, func: str, errno: int | None = None) -> VerifierError:
@@ -355,6 +358,8 @@ def verifier_error(log: str, source: str, func: str, errno: int | None = None) -
     if reason:
         stop = max(i for i, ln in enumerate(lines) if ln == reason)
     n = _source_line_at(lines[:stop], source)
+    if _GAVE_UP.search(reason):                       # the verifier gave up inside a loop: show it
+        n = _loop_line(lines, source) or n
     alloc = re.search(r"alloc_insn=(\d+)", log)      # a leaked reference: show where it was taken
     if alloc:
         at = next((i for i, ln in enumerate(lines) if ln.startswith(f"{alloc.group(1)}: (")), -1)
@@ -372,7 +377,8 @@ def _source_line_at(lines: list[str], source: str) -> int:
     lines ("; text @ main.c:N") from BCC's rewritten main.c: lines quoted
     verbatim give the offset between its numbering and yours."""
     quoted = [(m.group(1), int(m.group(2)) if m.group(2) else 0)
-              for m in (_LINE_INFO.match(ln) for ln in lines) if m and m.group(1).strip()]
+              for m in (_LINE_INFO.match(ln) for ln in lines)
+              if m and m.group(1).strip() and not _OTHER_FILE.search(m.group(1))]
     if not quoted:
         return 0
     offsets = [num - n for text, num in quoted if num for n in [_find_line(source, text, exact=True)] if n]
@@ -385,6 +391,18 @@ def _source_line_at(lines: list[str], source: str) -> int:
         if 1 <= guess <= len(source.splitlines()):
             return guess
     return _find_line(source, text)
+
+
+def _loop_line(lines: list[str], source: str) -> int:
+    """The last loop head (`for (`, `while (`) the log quotes, as a line of
+    your source, or 0: where a verifier that ran out of budget spent it."""
+    for ln in reversed(lines):
+        m = _LINE_INFO.match(ln)
+        if m and _LOOP.search(m.group(1)) and not _OTHER_FILE.search(m.group(1)):
+            n = _find_line(source, m.group(1), exact=True)
+            if n:
+                return n
+    return 0
 
 
 def _find_line(source: str, text: str, exact: bool = False) -> int:

@@ -9,8 +9,8 @@
 # %% [markdown]
 # # Lab 14.2: The verifier gym
 #
-# **Objective.** Fourteen programs below were each rejected by the compiler or
-# the verifier, for fourteen different reasons taken from real rejections.
+# **Objective.** Seventeen programs below were each rejected by the compiler
+# or the verifier, for seventeen different reasons taken from real rejections.
 # Make each one load **and** do what its comment says.
 #
 # **Expected observation.** The check loads every program, then runs it with
@@ -424,6 +424,113 @@ int who_calls(struct bpf_raw_tracepoint_args *ctx) {
 """
 
 # %% [markdown]
+# ## 15. Count flows, loaded with least privilege
+#
+# An XDP program: count UDP/IPv4 frames per flow (destination address,
+# destination port, protocol) in `flows`. A production loader holds only
+# the capabilities it needs: this one is loaded with `CAP_BPF` and
+# `CAP_NET_ADMIN`, without `CAP_PERFMON` or `CAP_SYS_ADMIN`
+# (`try_program` and the check load it that way; as full root it would load,
+# and count under keys that Python could not find).
+
+# %% tags=["answer"]
+UNINIT_STACK = r"""
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/udp.h>
+struct flow { u32 daddr; u16 dport; u8 proto; };
+BPF_HASH(flows, struct flow, u64);
+int count_flows(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct udphdr *udp = (void *)(ip + 1);
+    if ((void *)(udp + 1) > data_end || eth->h_proto != htons(ETH_P_IP) || ip->protocol != 17)
+        return XDP_PASS;
+    struct flow f;
+    // BEGIN SOLUTION
+    __builtin_memset(&f, 0, sizeof(f));   /* the padding byte too: it is part of the key */
+    // END SOLUTION
+    f.daddr = ip->daddr;
+    f.dport = ntohs(udp->dest);
+    f.proto = ip->protocol;
+    u64 one = 1;
+    u64 *n = flows.lookup(&f);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    else
+        flows.update(&f, &one);
+    return XDP_PASS;
+}
+"""
+
+# %% [markdown]
+# ## 16. Sum the first n entries
+#
+# `table` holds 64 numbers. Store in `total` the sum of the first `n`
+# entries, `n` being the first argument (all 64 when `n` is larger).
+
+# %% tags=["answer"]
+UNBOUNDED_LOOP = r"""
+BPF_ARRAY(table, u64, 64);
+BPF_ARRAY(total, u64, 1);
+int sum_first(struct bpf_raw_tracepoint_args *ctx) {
+    u32 n = ctx->args[0];
+    u64 sum = 0;
+// BEGIN SOLUTION
+#if 0
+// END SOLUTION
+    for (u32 i = 0; i < n; i++) {
+// BEGIN SOLUTION
+#endif
+    for (u32 i = 0; i < 64; i++) {   /* a constant bound the verifier can see */
+        if (i >= n)
+            break;
+// END SOLUTION
+        u32 key = i;
+        u64 *v = table.lookup(&key);
+        if (v)
+            sum += *v;
+    }
+    int zero = 0;
+    total.update(&zero, &sum);
+    return 0;
+}
+"""
+
+# %% [markdown]
+# ## 17. Count into a slot, checked
+#
+# `hist` maps a group (the second argument) to 16 counters; Python creates
+# the groups. Count the call in slot `args[0] & 15` of its group; ignore
+# calls for a group that does not exist. (`barrier_var` keeps the compiler
+# from moving the address computation below the check, as it cannot in
+# larger programs: without it clang quietly repairs this bug.)
+
+# %% tags=["answer"]
+NULLABLE_ARITH = r"""
+#define barrier_var(var) asm volatile("" : "+r"(var))
+struct hist { u64 slots[16]; };
+BPF_HASH(hist, u32, struct hist);
+int bucket(struct bpf_raw_tracepoint_args *ctx) {
+    u32 slot = ctx->args[0] & 15;
+    u32 group = ctx->args[1];
+    struct hist *h = hist.lookup(&group);
+    // BEGIN SOLUTION
+    if (!h)
+        return 0;
+    // END SOLUTION
+    u64 *p = &h->slots[slot];
+    barrier_var(p);
+    if (!h)
+        return 0;
+    __sync_fetch_and_add(p, 1);
+    return 0;
+}
+"""
+
+# %% [markdown]
 # <details><summary>Hint 1: read the diagnostic, then the line</summary>
 #
 # `try_program(NAME)` loads one program and prints what the explainer says:
@@ -435,11 +542,18 @@ int who_calls(struct bpf_raw_tracepoint_args *ctx) {
 # <details><summary>Hint 2: the usual fixes</summary>
 #
 # * A lookup may return NULL: `if (!p) return 0;` before using `p`.
-# * Loops need a bound the verifier can see: clamp `n` to the table size first.
+# * Loops need a bound the verifier can see: a constant (`i < 64`), then
+#   `if (i >= n) break;` inside. Clamping `n` first is not enough on its own:
+#   clang turns `i < n` into `i != n`, and the verifier learns nothing from `!=`.
+# * A lookup's result may be NULL: check it *before* computing an address
+#   from it (`&h->slots[i]`), not after.
+# * A struct used as a map key must be fully written, padding included:
+#   `__builtin_memset(&key, 0, sizeof(key))` first. Root may read
+#   uninitialised stack; a loader without `CAP_PERFMON` may not.
 # * Packet reads need `if ((void *)(hdr + 1) > data_end)` first, and again
 #   after any helper that moves the packet (`bpf_xdp_adjust_head`).
 # * Indexes and sizes: unsigned (a signed index is sign-extended in a way the
-  verifier cannot follow), and compared against the real size
+#   verifier cannot follow), and compared against the real size
 #   (`slot < 16`, not `slot <= 16`); clamp a size before a helper call.
 # * A ring-buffer reservation must be submitted or discarded on every path.
 # * More than 512 bytes: reserve the record in the ring buffer instead.
@@ -457,4 +571,5 @@ int who_calls(struct bpf_raw_tracepoint_args *ctx) {
 check("14.2", programs={name: globals()[name.upper()] for name in (
     "null_map_value", "packet_bounds", "bad_ctx", "gpl_only", "ringbuf_leak",
     "stack_512", "helper_type", "signed_index", "off_by_one", "stale_packet", "var_size",
-    "str_overflow", "printk_args", "undeclared_helper")})
+    "str_overflow", "printk_args", "undeclared_helper", "uninit_stack", "unbounded_loop",
+    "nullable_arith")})

@@ -11,12 +11,14 @@ the explainer must point at.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
+import ipaddress
 import os
 import random
 import struct
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from ...bpfsys.programs import RawProgram, ProgType
 from ...errors import BpfError
@@ -36,6 +38,51 @@ class Exercise:
     kind: str                     # what the unfixed program gets: "compile" or "verifier"
     culprit: str                  # the line (stripped) the explainer must point at
     behaviour: Callable[[Program, RawProgram], None]
+    least_privilege: bool = False   # loaded with CAP_BPF + CAP_NET_ADMIN only
+
+
+# ------------------------------------------------------- least privilege --
+class _CapHeader(ct.Structure):
+    _fields_ = [("version", ct.c_uint32), ("pid", ct.c_int)]
+
+
+class _CapData(ct.Structure):
+    _fields_ = [("effective", ct.c_uint32), ("permitted", ct.c_uint32),
+                ("inheritable", ct.c_uint32)]
+
+
+_CAP_V3 = 0x20080522                       # _LINUX_CAPABILITY_VERSION_3
+_SYS_CAPGET, _SYS_CAPSET = 125, 126        # x86_64
+CAP_SYS_ADMIN, CAP_PERFMON = 21, 38
+
+
+def _capget() -> "ct.Array[_CapData]":
+    data = (_CapData * 2)()
+    if ct.CDLL(None, use_errno=True).syscall(_SYS_CAPGET, ct.byref(_CapHeader(_CAP_V3, 0)), data):
+        raise OSError(ct.get_errno(), "capget")
+    return data
+
+
+def _capset(data) -> None:
+    if ct.CDLL(None, use_errno=True).syscall(_SYS_CAPSET, ct.byref(_CapHeader(_CAP_V3, 0)), data):
+        raise OSError(ct.get_errno(), "capset")
+
+
+@contextlib.contextmanager
+def least_privilege(drop: tuple[int, ...] = (CAP_SYS_ADMIN, CAP_PERFMON)) -> Iterator[None]:
+    """Run the block with `drop` removed from this thread's effective
+    capabilities (capset acts on the calling thread only), and put them back
+    after. Without CAP_PERFMON and CAP_SYS_ADMIN the verifier may not let a
+    program read uninitialised stack (bpf_allow_uninit_stack() is
+    bpf_token_capable(token, CAP_PERFMON))."""
+    saved, reduced = _capget(), _capget()
+    for cap in drop:
+        reduced[cap // 32].effective &= ~(1 << (cap % 32))
+    _capset(reduced)
+    try:
+        yield
+    finally:
+        _capset(saved)
 
 
 def raw_args(*args: int) -> bytes:
@@ -231,6 +278,43 @@ def undeclared_helper(prog, run):
         _fail("the caller's thread id", __import__("threading").get_native_id(), got)
 
 
+def uninit_stack(prog, run):
+    flows = prog["flows"]
+    ports = random.sample(range(1024, 60000), 2)
+    addrs = [f"10.{random.randint(0, 255)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+             for _ in ports]
+    counts = [random.randint(1, 4), random.randint(1, 4)]
+    for port, addr, n in zip(ports, addrs, counts):
+        for _ in range(n):
+            run.test_run(packets.udp_packet(port, dst=addr))
+    run.test_run(packets.tcp_packet(ports[0], dst=addrs[0]))       # not UDP: not counted
+    for port, addr, n in zip(ports, addrs, counts):
+        daddr = int.from_bytes(ipaddress.IPv4Address(addr).packed, "little")
+        key = flows.Key(daddr, port, 17)
+        got = flows[key].value if key in flows else 0
+        if got != n:
+            _fail(f"the count of {n} UDP frames to {addr}:{port} under the key "
+                  f"(daddr, dport, proto=17) with zero padding", n, got)
+    if len(flows) != 2:
+        _fail("flows after UDP to 2 destinations (and one TCP frame)", 2, f"{len(flows)} keys")
+
+
+def nullable_arith(prog, run):
+    hist = prog["hist"]
+    group, other = random.sample(range(1, 1 << 31), 2)
+    hist[hist.Key(group)] = hist.Leaf()
+    values = [random.randint(0, 1 << 20) for _ in range(8)]
+    for v in values:
+        run.test_run(repeat=0, ctx=raw_args(v, group))
+        run.test_run(repeat=0, ctx=raw_args(v, other))
+    want = [sum(1 for v in values if v & 15 == i) for i in range(16)]
+    got = list(hist[hist.Key(group)].slots)
+    if got != want:
+        _fail(f"slots of group {group} after values {values}", want, got)
+    if len(hist) != 1:
+        _fail("groups after calls for a group Python did not create", 1, len(hist))
+
+
 GYM: dict[str, Exercise] = {
     "null_map_value": Exercise("count_watched", RAW, "verifier", "__sync_fetch_and_add(n, 1);",
                                null_map_value),
@@ -262,6 +346,12 @@ GYM: dict[str, Exercise] = {
                             'ctx->args[2], ctx->args[3]);', printk_args),
     "undeclared_helper": Exercise("who_calls", RAW, "compile", "u32 tid = bpf_get_current_tid();",
                                   undeclared_helper),
+    "uninit_stack": Exercise("count_flows", XDP, "verifier", "u64 *n = flows.lookup(&f);",
+                             uninit_stack, least_privilege=True),
+    "unbounded_loop": Exercise("sum_first", RAW, "verifier", "for (u32 i = 0; i < n; i++) {",
+                               unbounded_loop),
+    "nullable_arith": Exercise("bucket", RAW, "verifier", "u64 *p = &h->slots[slot];",
+                               nullable_arith),
 }
 
 
@@ -269,12 +359,13 @@ def load_exercise(name: str, source: str) -> tuple[Program, RawProgram]:
     """Compile and load one gym program; the RawProgram (a second descriptor
     on the same program) runs it with BPF_PROG_TEST_RUN."""
     ex = GYM[name]
-    prog = Program(source, name=name, precheck=True)   # some exercises abort LLVM
-    try:
-        fn = prog.load_func(ex.func, int(ex.prog_type))
-    except BaseException:
-        prog.close()
-        raise
+    with least_privilege() if ex.least_privilege else contextlib.nullcontext():
+        prog = Program(source, name=name, precheck=True)   # some exercises abort LLVM
+        try:
+            fn = prog.load_func(ex.func, int(ex.prog_type))
+        except BaseException:
+            prog.close()
+            raise
     return prog, RawProgram(os.dup(fn.fd), ex.func, ex.prog_type, "", "", 0)
 
 
