@@ -231,8 +231,9 @@ def random_sizes(rng: random.Random, n: int) -> list[int]:
     k = rng.randint(3, 15)
     sizes = [1 << k, (1 << rng.randint(3, 15)) - 1] + [rng.randint(1, 65536) for _ in range(n - 2)]
     rng.shuffle(sizes)
-    if sizes[-1] == max(sizes):
-        sizes.insert(0, sizes.pop())
+    if sizes[-1] == max(sizes):                  # the last write is never the largest:
+        i = max(j for j, v in enumerate(sizes) if v < sizes[-1])   # (2**k and 2**j - 1 differ)
+        sizes[i], sizes[-1] = sizes[-1], sizes[i]
     return sizes
 
 
@@ -315,10 +316,11 @@ METRICS = {"ebpf_write_calls": "counter", "ebpf_write_bytes": "counter",
 def edge_sizes(rng: random.Random, n: int) -> list[int]:
     """n write sizes: powers of two and their neighbours (where a bucket
     bound that is off by one shows), and some at random."""
-    sizes = []
-    for _ in range(n):
+    sizes = [1 << rng.randint(1, 16)]                      # always one exact power of two
+    for _ in range(n - 1):
         k = rng.randint(1, 16)
         sizes.append(rng.choice([1 << k, (1 << k) + 1, (1 << k) - 1, rng.randint(1, 1 << 16)]))
+    rng.shuffle(sizes)
     return sizes
 
 
