@@ -1,6 +1,31 @@
 """Plausible wrong solutions for the labs of chapter 14 (see tests/mutants/__init__.py)."""
 
 MUTANTS: dict[str, list[tuple[str, ...]]] = {
+    "14.1": [
+        ("verdicts only: the drop counter is never asserted",
+         "    assert guard.drops() == 1\n    assert guard.run(packets.udp_packet(0xE914))",
+         "    assert guard.run(packets.udp_packet(0xE914))",
+         "    assert guard.drops() == 1                                   # only the one drop\n", ""),
+        ("no TCP segment to the blocked port",
+         "    assert guard.run(packets.tcp_packet(5353)) == XDP_PASS       # TCP is not UDP\n", ""),
+        ("no frame too short to parse",
+         "    for length in (14, 14 + 10, 14 + 20 + 4):                  # cut in each header\n"
+         "        assert guard.run(full[:length]) == XDP_PASS\n", ""),
+        ("a byte-symmetric port (0x1414): a missing ntohs goes unseen",
+         "    guard.block(5353)  ", "    guard.block(0x1414)",
+         "    assert guard.run(packets.udp_packet(5353)) == XDP_DROP",
+         "    assert guard.run(packets.udp_packet(0x1414)) == XDP_DROP",
+         "    assert guard.run(packets.udp_packet(0xE914)) == XDP_PASS", "    pass"),
+        ("openat2 never called",
+         "    tracer.call(SYS_OPENAT2)\n    assert tracer.opens() == 2\n", "",
+         "    assert tracer.opens() == 2                                   # other",
+         "    assert tracer.opens() == 1                                   # other",
+         "    tracer.call(SYS_OPENAT)\n    assert tracer.opens() == 2\n",
+         "    tracer.call(SYS_OPENAT)\n    assert tracer.opens() == 1\n"),
+        ("another process never tried",
+         "    tracer.watch(os.getpid() + 1)                               # someone else\n"
+         "    tracer.call(SYS_OPENAT)\n    assert tracer.opens() == 2\n", ""),
+    ],
     "14.2": [
         ("NULL check that forgets the write it guards: counts an unwatched key too",
          "    if (!n)\n        return 0;\n    __sync_fetch_and_add(n, 1);",

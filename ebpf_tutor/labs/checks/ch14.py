@@ -1,4 +1,9 @@
-"""Chapter 14 checks: the verifier gym (14.2).
+"""Chapter 14 checks: unit tests with BPF_PROG_TEST_RUN (14.1), the
+verifier gym (14.2).
+
+14.1 runs the learner's test functions against the programs as written and
+against known buggy versions of them: a good suite passes the first and
+fails every one of the others.
 
 Every gym program is loaded, then run with BPF_PROG_TEST_RUN (raw
 tracepoint programs on context arguments, XDP programs on crafted frames)
@@ -355,18 +360,25 @@ GYM: dict[str, Exercise] = {
 }
 
 
+def load_for_test(source: str, func: str, prog_type: ProgType, *, name: str = "",
+                  precheck: bool | None = None) -> tuple[Program, RawProgram]:
+    """Compile `source` and load `func`; the RawProgram (a second descriptor
+    on the same program) runs it with BPF_PROG_TEST_RUN. Close both."""
+    prog = Program(source, name=name or func, precheck=precheck)
+    try:
+        fn = prog.load_func(func, int(prog_type))
+    except BaseException:
+        prog.close()
+        raise
+    return prog, RawProgram(os.dup(fn.fd), func, prog_type, "", "", 0)
+
+
 def load_exercise(name: str, source: str) -> tuple[Program, RawProgram]:
-    """Compile and load one gym program; the RawProgram (a second descriptor
-    on the same program) runs it with BPF_PROG_TEST_RUN."""
+    """Compile and load one gym program (some abort LLVM: compiled in a child
+    first), with fewer capabilities where the exercise says so."""
     ex = GYM[name]
     with least_privilege() if ex.least_privilege else contextlib.nullcontext():
-        prog = Program(source, name=name, precheck=True)   # some exercises abort LLVM
-        try:
-            fn = prog.load_func(ex.func, int(ex.prog_type))
-        except BaseException:
-            prog.close()
-            raise
-    return prog, RawProgram(os.dup(fn.fd), ex.func, ex.prog_type, "", "", 0)
+        return load_for_test(source, ex.func, ex.prog_type, name=name, precheck=True)
 
 
 def try_program(name: str, source: str | None = None) -> None:
@@ -409,3 +421,172 @@ def check_gym(programs: dict) -> str:
     expect(not wrong, LAB, f"{len(wrong)} of {len(GYM)} programs load but do the wrong thing:\n  "
            + "\n  ".join(wrong), "a fix must keep what the program does: re-read its task")
     return f"all {len(GYM)} programs load and did what they must on random inputs"
+
+
+# ============================================================ 14.1 ==========
+LAB_UNIT = "14.1"
+
+PORT_GUARD = r"""
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/udp.h>
+BPF_HASH(blocked, u16, u8);      /* ports to drop, host byte order */
+BPF_ARRAY(drops, u64, 1);        /* how many datagrams were dropped */
+
+/* Drop UDP/IPv4 datagrams to a blocked port (IPv4 headers without options);
+   pass everything else, including frames too short to parse. */
+int port_guard(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct udphdr *udp = (void *)(ip + 1);
+    if ((void *)(eth + 1) > data_end || eth->h_proto != htons(ETH_P_IP))
+        return XDP_PASS;
+    if ((void *)(udp + 1) > data_end)
+        return XDP_PASS;
+    if (ip->protocol != 17)      /* IPPROTO_UDP */
+        return XDP_PASS;
+    u16 port = ntohs(udp->dest);
+    if (!blocked.lookup(&port))
+        return XDP_PASS;
+    drops.atomic_increment(0);
+    return XDP_DROP;
+}
+"""
+
+OPEN_COUNTER = r"""
+BPF_ARRAY(target, u32, 1);       /* the tgid to count */
+BPF_ARRAY(opens, u64, 1);        /* its openat and openat2 calls */
+
+/* raw_tracepoint/sys_enter: args[0] is struct pt_regs *, args[1] the syscall number */
+int open_counter(struct bpf_raw_tracepoint_args *ctx) {
+    long id = ctx->args[1];
+    if (id != 257 && id != 437)  /* openat, openat2 (x86_64) */
+        return 0;
+    int zero = 0;
+    u32 *tgid = target.lookup(&zero);
+    if (!tgid || *tgid != bpf_get_current_pid_tgid() >> 32)
+        return 0;
+    opens.atomic_increment(0);
+    return 0;
+}
+"""
+
+# (what the bug is, text in the program, the buggy text): each one a mistake people make
+GUARD_BUGS = [
+    ("the port compared in network byte order (ntohs forgotten)",
+     "u16 port = ntohs(udp->dest);", "u16 port = udp->dest;"),
+    ("the protocol not checked: TCP to a blocked port is dropped too",
+     "    if (ip->protocol != 17)      /* IPPROTO_UDP */\n        return XDP_PASS;\n", ""),
+    ("a frame too short to parse is dropped instead of passed",
+     "    if ((void *)(udp + 1) > data_end)\n        return XDP_PASS;",
+     "    if ((void *)(udp + 1) > data_end)\n        return XDP_DROP;"),
+    ("a drop not counted", "    drops.atomic_increment(0);\n", ""),
+]
+COUNTER_BUGS = [
+    ("openat2 forgotten", "if (id != 257 && id != 437)", "if (id != 257)"),
+    ("the process filter ignored: every process counted",
+     "    if (!tgid || *tgid != bpf_get_current_pid_tgid() >> 32)\n        return 0;\n",
+     "    if (!tgid)\n        return 0;\n"),
+    ("the syscall number read from args[0] (that is the pt_regs pointer)",
+     "long id = ctx->args[1];", "long id = ctx->args[0];"),
+]
+
+
+class Guard:
+    """The port guard under test: block(port), run(frame) -> verdict, drops()."""
+
+    def __init__(self, source: str = PORT_GUARD):
+        self.prog, self._run = load_for_test(source, "port_guard", XDP)
+
+    def block(self, port: int) -> None:
+        table = self.prog["blocked"]
+        table[table.Key(port)] = table.Leaf(1)
+
+    def run(self, frame: bytes) -> int:
+        return self._run.test_run(frame).retval
+
+    def drops(self) -> int:
+        return count_of(self.prog["drops"][ct.c_int(0)])
+
+    def close(self) -> None:
+        self._run.close()
+        self.prog.close()
+
+    def __enter__(self) -> "Guard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Tracer(Guard):
+    """The open counter under test: watch(tgid), call(nr), opens()."""
+
+    def __init__(self, source: str = OPEN_COUNTER):      # noqa: super() loads another program
+        self.prog, self._run = load_for_test(source, "open_counter", RAW)
+
+    def watch(self, tgid: int) -> None:
+        self.prog["target"][ct.c_int(0)] = ct.c_uint32(tgid)
+
+    def call(self, nr: int) -> int:
+        """Run the program as if this thread entered syscall `nr`."""
+        return self._run.test_run(repeat=0, ctx=raw_args(0, nr)).retval
+
+    def opens(self) -> int:
+        return count_of(self.prog["opens"][ct.c_int(0)])
+
+
+def port_guard(source: str = PORT_GUARD) -> Guard:
+    """Load the port guard (or a version of it) for a test."""
+    return Guard(source)
+
+
+def open_counter(source: str = OPEN_COUNTER) -> Tracer:
+    """Load the open counter (or a version of it) for a test."""
+    return Tracer(source)
+
+
+def _outcome(test: Callable, handle: Guard) -> str:
+    """'' if the test passed, else what failed: the assert's line and message."""
+    import traceback
+    try:
+        with handle:
+            test(handle)
+    except NotImplementedError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a failed assert, or any error, is a failed test
+        frames = traceback.extract_tb(e.__traceback__)
+        last = frames[-1]
+        return f"line {last.lineno}: {last.line or type(e).__name__} {e}".strip()
+    return ""
+
+
+@lab(LAB_UNIT, "Unit tests with BPF_PROG_TEST_RUN")
+def check_unit_tests(test_port_guard: Callable, test_open_counter: Callable) -> str:
+    suites = [("test_port_guard", test_port_guard, Guard, PORT_GUARD, GUARD_BUGS),
+              ("test_open_counter", test_open_counter, Tracer, OPEN_COUNTER, COUNTER_BUGS)]
+    missed, caught = [], 0
+    try:
+        for name, test, make, source, bugs in suites:
+            try:
+                failed = _outcome(test, make(source))
+            except NotImplementedError:
+                raise LabFailed(LAB_UNIT, f"{name} is not written yet (it raised NotImplementedError)",
+                                "write its asserts in the answer cell") from None
+            expect(not failed, LAB_UNIT, f"{name} fails the program as written: {failed}",
+                   "a test must pass the right program: re-read what the program does, "
+                   "and what the handle's methods return")
+            for what, old, new in bugs:
+                assert old in source, what
+                if _outcome(test, make(source.replace(old, new))):
+                    caught += 1
+                else:
+                    missed.append(f"{name} passes a version with a bug: {what}")
+    finally:
+        close_all()
+    expect(not missed, LAB_UNIT, f"your tests miss {len(missed)} of {caught + len(missed)} "
+           "buggy versions:\n  " + "\n  ".join(missed),
+           "add the input that makes this bug give a different answer, and assert on it")
+    return f"your tests pass both programs and fail all {caught} buggy versions"
