@@ -19,11 +19,13 @@ a rejected program raises the course's VerifierError with the verifier log.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import errno as _errno
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -45,7 +47,7 @@ CORE_HINT = ("a CO-RE relocation failed: the field or type does not exist in thi
 class Program:
     """One program of the object (a C function with a SEC(...))."""
 
-    def __init__(self, obj: "BPFObject", ptr: int):
+    def __init__(self, obj: "BPFObject", ptr: int) -> None:
         self._obj, self.ptr = obj, ptr
         lib = libbpf()
         self.name = lib.bpf_program__name(ptr).decode()
@@ -202,16 +204,18 @@ class BPFObject(FdObject):
     def compile(cls, source: str, *, name: str = "prog", cflags: list[str] | tuple = (),
                 **kwargs) -> "BPFObject":
         """Compile CO-RE C text with clang against vmlinux.h, then open it (and load it)."""
-        return cls(compile_bpf(source, name=name, cflags=cflags), name=name, source=source, **kwargs)
+        with tempfile.TemporaryDirectory(prefix="ebpf-tutor-core-") as tmp:
+            image = compile_bpf(source, Path(tmp, f"{name}.bpf.o"), name=name, cflags=cflags).read_bytes()
+        return cls(image, name=name, source=source, **kwargs)
 
-    def _walk(self, kind: str, make) -> Iterator:
+    def _walk(self, kind: str, make: type) -> Iterator:
         nxt = getattr(libbpf(), f"bpf_object__next_{kind}")
         ptr = nxt(self._ptr, None)
         while ptr:
             yield make(self, ptr) if make is Program else make(ptr)
             ptr = nxt(self._ptr, ptr)
 
-    def _logged(self):
+    def _logged(self) -> "contextlib.AbstractContextManager[Log]":
         return capture_log(self.log)
 
     def _tail(self, n: int = 8) -> str:
@@ -292,7 +296,7 @@ class BPFObject(FdObject):
             raise errors.BpfError(f"the section {m.name} has no initial image")
         return base
 
-    def get_global(self, name: str, ctype=None):
+    def get_global(self, name: str, ctype: type | None = None) -> object:
         """A global's bytes, or its value as `ctype` (e.g. ct.c_uint64). After
         load it is read from the kernel's map (element 0 of the section's
         one-element array), so .bss and .data are live."""
@@ -306,9 +310,11 @@ class BPFObject(FdObject):
         v = ctype.from_buffer_copy(raw)
         return v.value if hasattr(v, "value") else v
 
-    def set_global(self, name: str, value) -> None:
+    def set_global(self, name: str, value: int | bytes) -> None:
         """Write a global: before load for `.rodata` (`const volatile`: the
-        verifier then sees a constant), any time for .data/.bss."""
+        verifier then sees a constant), any time for .data/.bss. After load
+        this rewrites the whole section (lookup, patch, update): a value the
+        program writes to a neighbour at that moment can be lost."""
         sec, off, size, m = self._global(name)
         if sec == ".rodata" and self._loaded:
             raise errors.BpfError(f"{name} is in .rodata, frozen once loaded",

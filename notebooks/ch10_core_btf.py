@@ -96,11 +96,12 @@ print("\n".join((r.stdout + r.stderr).strip().splitlines()[:2]))
 # load time**. When clang compiles a field access on a struct marked
 # `preserve_access_index` (every struct in `vmlinux.h` is), it emits the
 # offset it knows, *and* records a **relocation** in the object's
-# `.BTF.ext` section: "instruction 28 reads field 95 of `struct
-# task_struct`, named `real_parent`". At load time libbpf looks the same
-# field up *by name* in `/sys/kernel/btf/vmlinux` and patches the
-# instruction. No headers, no compiler on the target: only BTF, which every
-# major distribution's kernel has had since about 2020 (`CONFIG_DEBUG_INFO_BTF`).
+# `.BTF.ext` section: "instruction 28 holds the offset of member 95 of
+# `struct task_struct`, named `real_parent`". At load time libbpf looks the
+# same field up *by name* in `/sys/kernel/btf/vmlinux` and patches the
+# instruction. No headers, no compiler on the target: only BTF
+# (`CONFIG_DEBUG_INFO_BTF`), which the major distributions' kernels have
+# carried since 2020-21 (Fedora 31, RHEL 8.2, Ubuntu 20.10, Debian 11).
 
 # %% [markdown]
 # ## 10.2 `vmlinux.h` and the clang command
@@ -144,7 +145,8 @@ print((CH10 / "procinfo.bpf.c").read_text())
 # * `const volatile __u32 target_tgid` lands in `.rodata`: user space sets
 #   it **before load**, and the verifier then sees a constant. The other
 #   globals land in `.bss`, readable and writable while the program runs.
-#   BCC has no such thing; there you would edit the C text.
+#   BCC has no such thing: a value fixed before load is a `-D` define in
+#   the C text, and changing it means compiling again.
 #
 # The compile command (what `vmlinux.compile_bpf()` runs):
 
@@ -153,10 +155,14 @@ cmd = vmlinux.clang_command(Path("procinfo.bpf.c"), Path("procinfo.bpf.o"), Path
 print(" ".join(cmd))
 
 # %% [markdown]
-# `-target bpf` makes BPF instructions; `-g` makes the `.BTF` and
-# `.BTF.ext` sections (without it, there is nowhere to record a relocation,
-# and clang 14 refuses: `using builtin_preserve_access_index() without -g`); `-O2` is required for code the verifier accepts;
-# `-D__TARGET_ARCH_x86` tells `bpf_tracing.h` how registers are named.
+# * `-target bpf` makes BPF instructions.
+# * `-g` makes the `.BTF` and `.BTF.ext` sections. Without it there is
+#   nowhere to record a relocation, and clang 14 refuses a `BPF_CORE_READ`:
+#   `using builtin_preserve_access_index() without -g`.
+# * `-O2`: BPF objects are always built optimized; built with `-O0`, this
+#   very object does not load.
+# * `-D__TARGET_ARCH_x86` tells `bpf_tracing.h` how registers are named.
+#
 # The object in `ch10/` was compiled this way **once, on kernel 6.18**, and
 # stripped of its DWARF debug sections (`llvm-strip -g`), which are large
 # and which libbpf does not read. Its sections:
@@ -178,9 +184,10 @@ print("\n".join(ln for ln in listing.splitlines() if "1280" in ln))
 # ## 10.3 Loading it with libbpf from Python
 #
 # BCC's Python module loads what BCC compiled. For objects made by clang,
-# the C library is **libbpf**, the same `libbpf.so.1` BCC links. PyPI has
-# no maintained binding for it, so the course has a small one, written with
-# `ctypes` (`ebpf_tutor/bpfsys/libbpf.py` declares the C functions;
+# the C library is **libbpf**, the same `libbpf.so.1` BCC links. BCC's
+# Python module does not expose libbpf's object API, so the course has a
+# small binding of its own, written with `ctypes`
+# (`ebpf_tutor/bpfsys/libbpf.py` declares the C functions;
 # `ebpf_tutor/bpfobject.py` is the class, short enough to read). The steps
 # are libbpf's own: **open** (parse the ELF), set `.rodata`, **load** (CO-RE
 # relocations, then the verifier), **attach**, read; `with` closes it all,
@@ -213,9 +220,9 @@ print("\n".join(ln for ln in relocations if "real_parent" in ln or "CO-RE reloca
 # %% [markdown]
 # The same lines come from bpftool, the tool you would use without the
 # course: `-d` turns on libbpf's debug output, and `prog load` opens,
-# relocates, loads and pins the object (the demo script unpins it at once,
-# which unloads it). Each line says which instruction was patched, and the
-# offset before and after (`imm 1280 -> 1280` here; section 10.5 shows them
+# relocates and loads the object and pins its first program (the demo
+# script unpins it at once, which unloads it). Each line says which
+# instruction was patched, and the offset before and after (`imm 1280 -> 1280` here; section 10.5 shows them
 # on other kernels). Every offset patched in is the one this kernel's BTF
 # gives:
 
@@ -251,7 +258,8 @@ print("the offsets patched in are this kernel's, from its BTF:",
 # drops everything from the triple underscore on when it matches names, so
 # you can describe an older layout of a type next to the current one. And
 # because the answer is a constant, the verifier **removes the branch that
-# cannot run**: a read of a field that does not exist here is never checked.
+# cannot run**: it never walks that branch, then drops it as dead code, so
+# a read of a field that does not exist here is never checked.
 #
 # The demo below asks three questions whose answers this kernel's BTF knows:
 # one type that exists, one field that exists, one field (described by a
@@ -312,7 +320,7 @@ except VerifierError as e:
 # Now the claim of CO-RE, tested: the **same** `procinfo.bpf.o`, built on
 # 6.18, loaded unchanged on two stock Debian kernels in the course VM:
 # Debian 12's 6.1 and Debian 13's 6.12. The cell boots each VM (QEMU with
-# software emulation, about half a minute each on this machine), runs
+# software emulation, one to two minutes each on this machine), runs
 # `ch10/core_demo.py` there (the checkout is shared into the VM at `/w`),
 # and prints what it printed.
 #
@@ -517,8 +525,9 @@ print([(m.name, m.bit_offset // 8) for m in t.members if m.name in ("real_parent
 #
 # <details><summary>Answers (try first, then click to open)</summary>
 #
-# 1. The BCC program reads 6.1's offsets on 6.12: wrong values (for
-#    `task_struct`, every field is some bytes off), no error. A CO-RE object
+# 1. The BCC program reads 6.1's offsets on 6.12: wrong values wherever a
+#    field moved (`pid` and `real_parent` by 16 bytes between these two,
+#    section 10.5), and no error. A CO-RE object
 #    built on 6.1 is relocated by libbpf against 6.12's BTF and reads right.
 # 2. `-g` makes clang emit `.BTF` and `.BTF.ext`; the CO-RE relocations are
 #    in `.BTF.ext`. Without it there is nowhere to record which field each

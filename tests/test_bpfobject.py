@@ -26,9 +26,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 
 @pytest.fixture(scope="module")
-def test_object() -> Path:
+def test_object(tmp_path_factory) -> Path:
     from ebpf_tutor.kernel.vmlinux import compile_bpf
-    return compile_bpf(SOURCE, name="objtest")
+    return compile_bpf(SOURCE, tmp_path_factory.mktemp("core") / "objtest.bpf.o", name="objtest")
 
 
 def opened(path: Path, **rodata):
@@ -58,9 +58,13 @@ def test_compile_error_points_at_the_line():
     from ebpf_tutor import CompileError
     from ebpf_tutor.kernel.vmlinux import compile_bpf
     bad = MINIMAL.replace("__sync_fetch_and_add(&hits, 1);", "hits += nope;")
+    import tempfile
+    before = set(Path(tempfile.gettempdir()).glob("ebpf-tutor-core-*"))
     with pytest.raises(CompileError) as e:
         compile_bpf(bad, name="bad")
     assert "nope" in e.value.summary and "line 6" in e.value.where
+    left = set(Path(tempfile.gettempdir()).glob("ebpf-tutor-core-*")) - before
+    assert not [d for d in left if (d / "bad.bpf.c").exists()]        # no work dir left behind
 
 
 # ------------------------------------------------------ open, load, close --
@@ -312,3 +316,19 @@ def test_relocation_lines_name_the_kernel_offsets(test_object):
         obj.attach("count")
         os.getppid()
         assert obj.get_global("ppid", ct.c_uint32) == os.getppid()
+
+
+@needs_root
+def test_a_verifier_log_longer_than_any_fixed_buffer_is_kept_whole():
+    """libbpf prints a failed load's whole verifier log as one message: here
+    about 30 KB, and the error at its end is the one explained."""
+    from ebpf_tutor import VerifierError
+    from ebpf_tutor.bpfobject import BPFObject
+    branches = "\n".join(f"    if (bpf_get_prandom_u32() & 1) x += {i}; else x ^= {i};"
+                         for i in range(60))
+    bad = MINIMAL.replace("__sync_fetch_and_add(&hits, 1); return 0;",
+                          f"__u64 x = 0;\n{branches}\n    return *(int *)x;")
+    with pytest.raises(VerifierError) as e:
+        BPFObject.compile(bad, name="longlog")
+    assert "invalid mem access" in e.value.summary
+    assert "return *(int *)x" in e.value.excerpt

@@ -18,6 +18,7 @@ import contextlib
 import ctypes as ct
 import ctypes.util
 import os
+import platform
 from typing import Iterator
 
 
@@ -170,16 +171,31 @@ class Log:
 _captures: list[Log] = []
 _libc = ct.CDLL(None)
 _libc.vsnprintf.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_void_p]
+# A va_list reaches the callback as a pointer to a small struct (x86-64: 24
+# bytes, arm64: 32). vsnprintf consumes it, so measuring the text first needs
+# a copy: for these ABIs, va_copy() is a plain copy of that struct.
+_VA_LIST_BYTES = {"x86_64": 24, "aarch64": 32}.get(platform.machine(), 0)
+_FALLBACK_BYTES = 1 << 20           # elsewhere: one pass, cut at 1 MiB
+
+
+def _format(fmt: bytes, args: int) -> str:
+    """printf(fmt, args...) of one libbpf message, however long: a failed
+    load's whole verifier log (up to 16 MiB) comes as a single message."""
+    size = _FALLBACK_BYTES
+    if _VA_LIST_BYTES:
+        copy = ct.create_string_buffer(ct.string_at(args, _VA_LIST_BYTES), _VA_LIST_BYTES)
+        size = max(_libc.vsnprintf(None, 0, fmt, ct.addressof(copy)), 0) + 1
+    buf = ct.create_string_buffer(size)
+    _libc.vsnprintf(buf, size, fmt, args)
+    return buf.value.decode(errors="replace")
 
 
 def _print(level: int, fmt: bytes, args: int) -> int:
-    """libbpf's print callback: format with libc's vsnprintf, keep the line
-    in the innermost capture; outside one, do what libbpf's default does
-    (everything but debug lines to file descriptor 2)."""
+    """libbpf's print callback: keep the line in the innermost capture;
+    outside one, do what libbpf's default does (everything but debug lines
+    to file descriptor 2)."""
     try:
-        buf = ct.create_string_buffer(8192)
-        _libc.vsnprintf(buf, len(buf), fmt, args)
-        line = buf.value.decode(errors="replace")
+        line = _format(fmt, args)
         if _captures:
             _captures[-1].lines.append((level, line))
         elif level != LIBBPF_DEBUG:

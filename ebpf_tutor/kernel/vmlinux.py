@@ -20,6 +20,7 @@ import hashlib
 import os
 import platform
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -79,16 +80,24 @@ def compile_bpf(source: str, out: Path | str | None = None, *, name: str = "prog
                 cflags: list[str] | tuple = (), btf: Path = VMLINUX) -> Path:
     """Compile BPF C text into a CO-RE object; return the path of the `.o`.
 
+    With `out`, the object is written there and nothing else is left behind;
+    without, it goes into a new temporary directory, which the caller owns.
     Errors become a CompileError pointing at the line of `source` (clang's
     messages are rewritten to the course's explainer)."""
     include = vmlinux_h(btf).parent
     work = Path(tempfile.mkdtemp(prefix="ebpf-tutor-core-"))
     src = work / f"{name}.bpf.c"
-    src.write_text(source)
     obj = Path(out) if out else work / f"{name}.bpf.o"
-    r = subprocess.run(clang_command(src, obj, include, cflags), capture_output=True, text=True)
-    if r.returncode != 0:
-        raise compile_error(r.stderr, source, src.name)
+    ok = False
+    try:
+        src.write_text(source)
+        r = subprocess.run(clang_command(src, obj, include, cflags), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise compile_error(r.stderr, source, src.name)
+        ok = True
+    finally:
+        if out or not ok:
+            shutil.rmtree(work, ignore_errors=True)
     return obj
 
 

@@ -49,11 +49,14 @@ def _fresh_names(n: int) -> list[str]:
 def check_monitor(program: str, decode) -> str:
     lab_id = "10.1"
     pid, ppid, comm = random.randrange(2, 1 << 22), random.randrange(2, 1 << 22), _fresh_names(1)[0]
-    sample = struct.pack("=II16s", pid, ppid, comm.encode())
+    # a reserved record is not zeroed: after comm's NUL come left-over bytes
+    sample = struct.pack("=II16s", pid, ppid, comm.encode() + b"\0" + secrets.token_bytes(4))
     got = decode(sample)
     expect(got == {"pid": pid, "ppid": ppid, "comm": comm}, lab_id,
-           f"decode() of a record with pid={pid}, ppid={ppid}, comm={comm!r} gave {got!r}",
-           "unpack \"=II16s\" in the order of struct event, and cut comm at its first NUL")
+           f"decode() of a record with pid={pid}, ppid={ppid}, comm={comm!r} (then a NUL and "
+           f"left-over bytes) gave {got!r}",
+           "unpack \"=II16s\" in the order of struct event, and cut comm at its first NUL "
+           "(bpf_ringbuf_reserve() does not zero the record: what follows the NUL is junk)")
     names = _fresh_names(3)
     events: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ebt-lab101-") as tmp, \
