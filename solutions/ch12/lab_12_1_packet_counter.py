@@ -20,7 +20,7 @@
 # network namespaces and attaches your `count_packets` (generic XDP) to
 # the receiving end. Two senders, one pinned to each CPU, each send a
 # random number of one-byte UDP datagrams (43-byte frames) at the same
-# moment, twice. A veth hands a packet to the receiver on the *sending*
+# moment, three times. A veth hands a packet to the receiver on the *sending*
 # CPU, so your program runs on both CPUs at once. Both counters must be
 # exact: as many packets and bytes as were sent, not one fewer; each CPU's
 # per-CPU slot must hold what that CPU's sender sent; `read_counters` must

@@ -25,7 +25,7 @@ from . import load_packet_program, require_table
 
 # -------------------------------------------------------------------- 12.1 --
 FRAME_BYTES = 14 + 20 + 8 + 1      # Ethernet + IPv4 + UDP + a one-byte payload
-ROUNDS = 2
+ROUNDS = 3
 
 
 def udp_no_ports(ns_name: str) -> int:
@@ -48,7 +48,7 @@ def _slots(prog, name: str, lab_id: str, hint: str) -> list:
 
 @lab("12.1", "high-performance packet counter")
 def check_packet_counter(program: str, read_counters) -> str:
-    """Two senders pinned to two CPUs blast the veth at once, twice; both
+    """Two senders pinned to two CPUs blast the veth at once, ROUNDS times; both
     counters must be exact, per CPU and in all, and every packet must pass."""
     lab_id = "12.1"
     rng = random.Random()
