@@ -52,4 +52,14 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "    if (!h) {\n        struct hist z = {};\n        hist.update(&group, &z);\n"
          "        return 0;\n    }\n    u64 *p = &h->slots[slot];"),
     ],
+    "14.3": [
+        ("verified instructions taken from the program's size",
+         '"verified": info.verified_insns', '"verified": len(info.xlated) // 8'),
+        ("total run time compared, not the time per run",
+         '"ns_per_run": ran.ns_per_run', '"ns_per_run": ran.run_time_ns'),
+        ("a bigger program is assumed slower: run time never measured",
+         '    ratio = after["ns_per_run"] / max(before["ns_per_run"], 1e-9)\n'
+         '    if ratio > RUNTIME_MARGIN or ratio < 1 / RUNTIME_MARGIN:\n',
+         '    if after["insns"] > before["insns"]:\n'),
+    ],
 }

@@ -1,5 +1,5 @@
 """Chapter 14 checks: unit tests with BPF_PROG_TEST_RUN (14.1), the
-verifier gym (14.2).
+verifier gym (14.2), a regression detector (14.3).
 
 14.1 runs the learner's test functions against the programs as written and
 against known buggy versions of them: a good suite passes the first and
@@ -590,3 +590,129 @@ def check_unit_tests(test_port_guard: Callable, test_open_counter: Callable) -> 
            "buggy versions:\n  " + "\n  ".join(missed),
            "add the input that makes this bug give a different answer, and assert on it")
     return f"your tests pass both programs and fail all {caught} buggy versions"
+
+
+# ============================================================ 14.3 ==========
+LAB_REGRESS = "14.3"
+
+SCANNER = r"""
+struct buf { u8 bytes[512]; };
+BPF_PERCPU_ARRAY(scratch, struct buf, 1);
+BPF_ARRAY(result, u64, 1);
+
+/* Copy 512 bytes of a user buffer (args[0]) and count the bytes before STOP. */
+int scan_line(struct bpf_raw_tracepoint_args *ctx) {
+    int zero = 0;
+    struct buf *b = scratch.lookup(&zero);
+    if (!b)
+        return 0;
+    bpf_probe_read_user(b->bytes, sizeof(b->bytes), (void *)ctx->args[0]);
+    u64 n = 0;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < SCAN; i++) {
+        if (b->bytes[i] == STOP)
+            break;
+        n++;
+    }
+    result.update(&zero, &n);
+    return 0;
+}
+"""
+_HASH_LOOP = ("    result.update(&zero, &n);\n",
+              "#pragma clang loop unroll(disable)\n"
+              "    for (u32 j = 0; j < 200; j++)\n"
+              "        n = n * 31 + b->bytes[j & 255];\n"
+              "    result.update(&zero, &n);\n")
+_RARE_PATH = ("    result.update(&zero, &n);\n",
+              "    if (ctx->args[1] == 0xdeadbeef) {        /* a debugging path, never taken */\n"
+              "        bpf_trace_printk(\"scan %llu of %llx\\n\", n, ctx->args[0]);\n"
+              "        u64 one = 1;\n"
+              "        int one_key = 1;\n"
+              "        result.update(&one_key, &one);\n"
+              "    }\n"
+              "    result.update(&zero, &n);\n")
+
+
+def scanner(scan: str = "256", stop: str = "'\\n'", *edits: tuple[str, str]) -> str:
+    """A version of the scanner: its loop bound, its stop byte, and text edits."""
+    text = SCANNER.replace("SCAN", scan).replace("STOP", stop)
+    for old, new in edits:
+        text = text.replace(old, new)
+    return text
+
+
+# version -> (what changed, its source, the flags a detector must raise against the baseline)
+VERSIONS: dict[str, tuple[str, str, set[str]]] = {
+    "rebuilt": ("the same source, compiled again", scanner(), set()),
+    "slower": ("stops at a NUL instead of a newline: scans all 256 bytes",
+               scanner(stop="0"), {"runtime"}),
+    "wider": ("loop bound 480 instead of 256 (the line still ends early)",
+              scanner(scan="480"), {"verified"}),
+    "extra_loop": ("a 200-round hash of the buffer after the scan", scanner("256", "'\\n'", _HASH_LOOP),
+                   {"insns", "verified", "runtime"}),
+    "debug_path": ("a debugging branch that never runs", scanner("256", "'\\n'", _RARE_PATH),
+                   {"insns", "verified"}),
+}
+RUNS_BEFORE, RUNS_AFTER = 1000, 2500     # different on purpose: compare per run, not totals
+ROUNDS = 3                               # alternating measurements; the median of each goes on
+
+
+def median_of(measurements: list[dict]) -> dict:
+    """Each key's median over a few measurements (one noisy run time is not a regression)."""
+    import statistics
+    return {k: statistics.median(m[k] for m in measurements) for k in measurements[0]}
+
+
+def line_buffer() -> ct.Array:
+    """512 bytes: a 16-byte line ending in '\\n', then text without a NUL."""
+    line = bytes(random.choice(b"abcdefghij") for _ in range(16)) + b"\n"
+    return ct.create_string_buffer(line + b"x" * (512 - len(line)), 512)
+
+
+def workload(run: RawProgram, runs: int) -> Callable[[], int]:
+    """Run the program `runs` times on one line (BPF_PROG_TEST_RUN with
+    ctx_in); returns the number of runs."""
+    buf = line_buffer()
+    ctx = raw_args(ct.addressof(buf), 0)
+
+    def go() -> int:
+        assert buf                    # the program reads it: it must outlive the runs
+        for _ in range(runs):
+            run.test_run(repeat=0, ctx=ctx)
+        return runs
+    return go
+
+
+@lab(LAB_REGRESS, "A regression detector")
+def check_regressions(measure: Callable, regressions: Callable) -> str:
+    wrong, table = [], []
+    loaded: list[tuple[Program, RawProgram]] = []
+    try:
+        base = load_for_test(scanner(), "scan_line", RAW, name="baseline")
+        loaded.append(base)
+        names = list(VERSIONS)
+        random.shuffle(names)
+        for name in names:
+            what, source, want = VERSIONS[name]
+            after = load_for_test(source, "scan_line", RAW, name=name)
+            loaded.append(after)
+            rounds = [(measure(base[1].fd, workload(base[1], RUNS_BEFORE)),
+                       measure(after[1].fd, workload(after[1], RUNS_AFTER))) for _ in range(ROUNDS)]
+            m_before, m_after = median_of([b for b, _ in rounds]), median_of([a for _, a in rounds])
+            got = set(regressions(m_before, m_after) or ())
+            table.append(f"{name:11} {', '.join(sorted(got)) or '-':26} ({what})")
+            if got != want:
+                extra, lost = sorted(got - want), sorted(want - got)
+                wrong.append(f"{name} ({what}): " + "; ".join(
+                    ([f"false flag {', '.join(extra)}"] if extra else [])
+                    + ([f"missed {', '.join(lost)}"] if lost else []))
+                    + f"  [before {m_before}, after {m_after}]")
+    finally:
+        for prog, run in loaded:
+            run.close()
+            prog.close()
+        close_all()
+    expect(not wrong, LAB_REGRESS, f"{len(wrong)} of {len(VERSIONS)} versions flagged wrongly:\n  "
+           + "\n  ".join(wrong), "print measure() for the baseline and that version, and compare "
+           "per run, not totals (the check runs them 1,000 and 2,500 times)")
+    return f"right flags, and no false ones, for all {len(VERSIONS)} versions:\n  " + "\n  ".join(table)
