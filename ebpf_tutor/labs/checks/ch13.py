@@ -8,6 +8,7 @@ true count and no hard-coded answer can pass.
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -402,7 +403,7 @@ def _expect_series(prom: PrometheusServer, lab_id: str, comm: str, sizes: list[i
     calls = _one(prom, f'ebpf_write_calls_total{{comm="{comm}"}}')
     expect(calls == len(sizes), lab_id,
            f"{when}ebpf_write_calls_total{{comm=\"{comm}\"}} is {calls}, expected {len(sizes)}",
-           "read the maps inside collect(), at every scrape" if live and calls
+           "read the maps inside collect(), at every scrape" if live or calls is None
            else "add one series per write_stats entry, labelled with its comm")
     nbytes = _one(prom, f'ebpf_write_bytes_total{{comm="{comm}"}}')
     expect(nbytes == sum(sizes), lab_id,
@@ -416,7 +417,7 @@ def _expect_series(prom: PrometheusServer, lab_id: str, comm: str, sizes: list[i
     expect(not wrong, lab_id,
            f"{when}buckets of {comm} (le: yours, expected) differ: "
            + ", ".join(f"{le:g}: {y:g} vs {e}" for le, (y, e) in list(wrong.items())[:6]),
-           _bucket_hint(wrong))
+           _bucket_hint(buckets, wrong))
     count = _one(prom, f'ebpf_write_size_bytes_count{{comm="{comm}"}}')
     total = _one(prom, f'ebpf_write_size_bytes_sum{{comm="{comm}"}}')
     expect(count == len(sizes) and total == sum(sizes), lab_id,
@@ -424,9 +425,12 @@ def _expect_series(prom: PrometheusServer, lab_id: str, comm: str, sizes: list[i
            "the +Inf bucket is the count; sum_value is the bytes")
 
 
-def _bucket_hint(wrong: dict) -> str:
-    if any(y < e for y, e in wrong.values()) and all(le >= 1 for le in wrong):
-        if any(y > 0 for y, _ in wrong.values()) and not any(y > e for y, e in wrong.values()):
-            return ("some writes of exactly 2**k bytes are missing from le=2**k: round the slot up, "
-                    "slot_of(v) = bpf_log2l(v - 1) for v >= 2; and keep the buckets cumulative")
+def _bucket_hint(buckets: dict[float, float], wrong: dict) -> str:
+    counts = [n for _, n in sorted(buckets.items())]
+    if any(b < a for a, b in zip(counts, counts[1:])):
+        return ("your counts go down as le grows: each bucket counts every write of at most le "
+                "bytes, so keep a running total over the slots")
+    if all(y < e for y, e in wrong.values()) and all(le == 2 ** round(math.log2(le)) for le in wrong):
+        return ("writes of exactly 2**k bytes are missing from le=2**k: round the slot up, "
+                "slot_of(v) = bpf_log2l(v - 1) for v >= 2")
     return "each bucket counts every write of at most le bytes: keep a running total over the slots"
