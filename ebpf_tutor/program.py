@@ -277,27 +277,39 @@ class Program(BPF):
         adds the path with its source lines, whose end we keep when it still
         holds the reason (kernels from 6.4 keep the end of a log that did
         not fit; older ones keep the start, which says nothing)."""
-        lib = bcc_lib()
-        name = fn.encode()
         logs = {}
         for level in (4, 1):
-            buf = ct.create_string_buffer(RELOG_SIZE)
-            with capture_stderr():                       # BCC prints the whole log again
-                fd = lib.bcc_func_load(self.module, prog_type, name,
-                                       lib.bpf_function_start(self.module, name),
-                                       lib.bpf_function_size(self.module, name),
-                                       lib.bpf_module_license(self.module),
-                                       lib.bpf_module_kern_version(self.module), level, buf,
-                                       RELOG_SIZE, device, attach_type)
-            if fd >= 0:                                  # it loaded this time: nothing to explain
-                os.close(fd)
+            loaded, logs[level] = self._load_with_log(fn, prog_type, level, device, attach_type)
+            if loaded:                                   # it loaded this time: nothing to explain
                 return ""
-            logs[level] = buf.value.decode(errors="replace")
         stats = [ln for ln in logs[4].splitlines() if ln.strip()]
         reason = next((ln for ln in stats if not errors.is_log_noise(ln)), "")
         if reason and reason in logs[1]:
             return logs[1]
         return logs[4]
+
+    def verifier_log(self, fn: str, prog_type: int, level: int = 2) -> str:
+        """The verifier's log for function `fn`, loaded once more on the
+        side (and unloaded) with log level `level`: 1 is the path with its
+        source lines, 2 adds every register's state after every instruction,
+        4 only the statistics. Whether or not the program is accepted."""
+        return self._load_with_log(fn, prog_type, level)[1]
+
+    def _load_with_log(self, fn: str, prog_type: int, level: int, device=None,
+                       attach_type: int = -1) -> tuple[bool, str]:
+        lib = bcc_lib()
+        name = fn.encode()
+        buf = ct.create_string_buffer(RELOG_SIZE)
+        with capture_stderr():                           # BCC prints the whole log again
+            fd = lib.bcc_func_load(self.module, prog_type, name,
+                                   lib.bpf_function_start(self.module, name),
+                                   lib.bpf_function_size(self.module, name),
+                                   lib.bpf_module_license(self.module),
+                                   lib.bpf_module_kern_version(self.module), level, buf,
+                                   RELOG_SIZE, device, attach_type)
+        if fd >= 0:
+            os.close(fd)
+        return fd >= 0, buf.value.decode(errors="replace")
 
     def attach_tracepoint(self, tp=b"", tp_re=b"", fn_name=b""):
         return self._attach(super().attach_tracepoint, tp=tp, tp_re=tp_re, fn_name=fn_name)
