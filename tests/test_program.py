@@ -79,3 +79,36 @@ def test_parent_pid_read_through_kernel_structs_is_right():
     with Program(src) as p:
         os.getppid()
         assert p["ppid"][0].value == os.getppid()
+
+
+@needs_root
+def test_verifier_log_of_an_accepted_and_a_rejected_function():
+    """verifier_log loads the function once more with a log buffer of the level
+    asked for, and unloads it: the statistics line for an accepted program,
+    the register states (level 2) for a rejected one."""
+    import re
+    from ebpf_tutor import Program
+    src = ("BPF_HASH(h, u32, u64);\n"
+           "int ok(void *ctx) {\n    u32 k = 0;\n    u64 *v = h.lookup(&k);\n    return v ? *v : 0;\n}\n"
+           "int bad(void *ctx) {\n    u32 k = 0;\n    u64 *v = h.lookup(&k);\n    return *v;\n}\n")
+    with Program(src) as p:
+        fn = p.load_func("ok", 17)
+        from ebpf_tutor.bpfsys.programs import prog_info
+        log = p.verifier_log("ok", 17, level=1)
+        processed = int(re.search(r"processed (\d+) insns", log).group(1))
+        assert processed == prog_info(fn.fd).verified_insns
+        log2 = p.verifier_log("bad", 17, level=2)
+        assert "map_value_or_null" in log2 and "invalid mem access" in log2
+
+
+@needs_root
+def test_least_privilege_is_per_thread_and_restored():
+    """The gym's least-privilege loader drops CAP_PERFMON and CAP_SYS_ADMIN
+    from this thread only, and puts them back."""
+    from ebpf_tutor.labs.checks.ch14 import CAP_PERFMON, CAP_SYS_ADMIN, least_privilege
+    from ebpf_tutor.testing.fixtures import effective_capabilities
+    before = effective_capabilities()
+    with least_privilege():
+        now = effective_capabilities()
+        assert not now & (1 << CAP_PERFMON) and not now & (1 << CAP_SYS_ADMIN)
+    assert effective_capabilities() == before
