@@ -60,6 +60,7 @@ def run_channels(runs: int) -> pd.DataFrame:
     print(f"\n== channels: {runs} runs per rate")
     print(spread(df, ["rate", "channel"], "delivered").to_string())
     print(spread(df, ["rate", "channel"], "producer_ns_per_event").to_string())
+    print(spread(df, ["rate", "channel"], "producer_cpu_ns_per_event").to_string())
     return df
 
 

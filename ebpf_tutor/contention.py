@@ -42,7 +42,8 @@ HAMMER_C = r"""
                                1 ms slices; with PERIOD p > 0, call i closes MARKER when
                                i % p == 0 and MARKER + 1 otherwise (two kinds, 1 : p-1)
    hammer udp IP PORT N        N one-byte UDP datagrams to IP:PORT, 64 per sendmmsg()
-   Both wait for one byte on stdin (the start signal), then print the ns they took. */
+   Both wait for one byte on stdin (the start signal), then print the ns they
+   took: wall clock, and CPU time (which leaves out time the process waited). */
 static long udp(const char *ip, int port, long n) {
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -88,14 +89,17 @@ int main(int argc, char **argv) {
     long n = atol(argv[is_udp ? 4 : 3]), marker = atol(argv[2]);
     if (read(0, &go, 1) != 1)
         return 1;
-    struct timespec a, b;
+    struct timespec a, b, ca, cb;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ca);
     clock_gettime(CLOCK_MONOTONIC, &a);
     if (is_udp)
         udp(argv[2], atoi(argv[3]), n);
     else
         closes(marker, n, argc > 4 ? atol(argv[4]) : 0, argc > 5 ? atol(argv[5]) : 0, a);
     clock_gettime(CLOCK_MONOTONIC, &b);
-    printf("%ld\n", (b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec));
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cb);
+    printf("%ld %ld\n", (b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec),
+           (cb.tv_sec - ca.tv_sec) * 1000000000L + (cb.tv_nsec - ca.tv_nsec));
     return 0;
 }
 """
@@ -104,11 +108,13 @@ MARKER_RANGE = (1 << 24, 1 << 30)    # far above any RLIMIT_NOFILE: never an ope
 
 @dataclass
 class HammerRun:
-    """What one pinned process did: its CPU, its calls, its wall time, its pid."""
+    """What one pinned process did: its CPU, its calls, its wall time, its
+    pid, and its CPU time (user + system: what the calls cost it)."""
     cpu: int
     calls: int
     ns: int
     pid: int = 0
+    cpu_ns: int = 0
 
     @property
     def calls_per_s(self) -> float:
@@ -166,8 +172,9 @@ def _run_pinned(argvs: list[list[str]], cpus: list[int], calls: int,
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    return [HammerRun(cpu, calls, int(out.strip() or 0), p.pid)
-            for cpu, out, p in zip(cpus, outs, procs)]
+    times = [[int(x) for x in out.split()] or [0, 0] for out in outs]
+    return [HammerRun(cpu, calls, t[0], p.pid, t[-1])
+            for cpu, t, p in zip(cpus, times, procs)]
 
 
 def hammer(marker: int, calls: int, cpus: list[int] | None = None, rate: int = 0,

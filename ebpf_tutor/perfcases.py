@@ -147,7 +147,7 @@ def event_channels(rate: int, seconds: float = 0.5, channels=("ring buffer", "pe
     (0: flat out) for about `seconds`; each call is one event. A Python
     callback counts what arrives through a BPF ring buffer, then through a
     perf buffer of the same total size. Rows: sent, received, lost, the
-    producer's ns per call."""
+    producer's ns per call (wall clock, and CPU time)."""
     marker = new_marker()
     calls = int(rate * seconds) if rate else 1_000_000
     ncpu = len(usable_cpus())
@@ -187,6 +187,7 @@ def event_channels(rate: int, seconds: float = 0.5, channels=("ring buffer", "pe
         rows.append({"channel": channel, "rate": rate, "sent": calls, "received": got[0],
                      "lost": failed, "lost_reported": lost_cb[0] if not ring else failed,
                      "producer_ns_per_event": run.ns / calls,
+                     "producer_cpu_ns_per_event": run.cpu_ns / calls,
                      "events_per_s": got[0] / wall})
     return pd.DataFrame(rows)
 
