@@ -189,6 +189,9 @@ def check_event_processor(program: str, table_class, open_processor) -> str:
 
 
 def _hint_13_1(e: dict, s: dict) -> str:
+    if s["starts"] == 0 and s["exits"] == 0:
+        return ("nothing arrived for this command: reserve, fill and submit the events in both "
+                "tracepoints, and pass each handler to its ring's consumer")
     if s["exits"] == 0 and s["starts"] == e["starts"]:
         return "no exits arrived: reserve exit events from the `exits` ring, and hand them to on_exits"
     if s["starts"] and s["starts"] < e["starts"]:
