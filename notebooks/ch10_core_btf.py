@@ -243,7 +243,8 @@ print("the offsets patched in are this kernel's, from its BTF:",
 # relocation. Variants: `BPF_CORE_READ_INTO(&dst, ...)`,
 # `BPF_CORE_READ_STR_INTO(&dst, ...)` for strings, and
 # `BPF_CORE_READ_BITFIELD_PROBED()` for bitfields.
-#
+
+# %% [markdown]
 # A relocation can also ask a **question** instead of an offset; libbpf
 # answers it with a constant when it loads the object:
 #
@@ -372,8 +373,8 @@ print(subprocess.run([sys.executable, str(CH10 / "core_demo.py")], capture_outpu
 # open options (`BPFObject(..., btf_custom_path=...)`). The BTFHub project
 # publishes BTF files for such kernels, but a full one weighs megabytes.
 # **BTFGen** (`bpftool gen min_core_btf`) cuts it down to the types and
-# fields *one object* relocates against, small enough to ship inside the
-# tool for every kernel it supports:
+# fields that the objects it is given relocate against: small enough to
+# ship inside the tool, one file for every kernel it supports:
 
 # %%
 work = Path(tempfile.mkdtemp(prefix="ebt-ch10-"))

@@ -171,10 +171,10 @@ class Log:
 _captures: list[Log] = []
 _libc = ct.CDLL(None)
 _libc.vsnprintf.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_void_p]
-# A va_list reaches the callback as a pointer to a small struct (x86-64: 24
-# bytes, arm64: 32). vsnprintf consumes it, so measuring the text first needs
-# a copy: for these ABIs, va_copy() is a plain copy of that struct.
-_VA_LIST_BYTES = {"x86_64": 24, "aarch64": 32}.get(platform.machine(), 0)
+# On x86-64 a va_list reaches the callback as a pointer to a 24-byte struct.
+# vsnprintf consumes it, so measuring the text first needs a copy, and there
+# va_copy() is a plain copy of that struct.
+_VA_LIST_BYTES = {"x86_64": 24}.get(platform.machine(), 0)
 _FALLBACK_BYTES = 1 << 20           # elsewhere: one pass, cut at 1 MiB
 
 

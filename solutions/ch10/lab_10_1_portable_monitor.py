@@ -39,7 +39,9 @@
 #   `tgid` is what user space calls the process id; `pid` is the thread id.
 # * `BPF_CORE_READ_STR_INTO(&dst, task, comm)` copies a string field.
 # * The record layout is fixed by the C struct below: two `__u32`, then
-#   16 bytes of name. Python's `struct` module decodes it.
+#   16 bytes of name. Python's `struct` module decodes it. The name ends at
+#   its first NUL byte: `bpf_ringbuf_reserve()` does not zero the record,
+#   so what follows the NUL can be left-overs of older records.
 
 # %%
 import os
