@@ -155,14 +155,25 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
 
 # %%
 SENT = 20000
+got = {"perf received": 0, "perf lost (lost_cb)": 0, "ring received": 0}
+
+
+def on_perf(cpu, data, size):
+    got["perf received"] += 1
+
+
+def on_perf_lost(n):
+    got["perf lost (lost_cb)"] += n
+
+
+def on_ring(ctx, data, size):
+    got["ring received"] += 1
+
+
 rows = []
 with Program(BOTH) as prog:
-    got = {"perf received": 0, "perf lost (lost_cb)": 0, "ring received": 0}
-    prog["perf_events"].open_perf_buffer(lambda cpu, data, size: got.__setitem__(
-        "perf received", got["perf received"] + 1), page_cnt=4,
-        lost_cb=lambda n: got.__setitem__("perf lost (lost_cb)", got["perf lost (lost_cb)"] + n))
-    prog["ring_events"].open_ring_buffer(lambda ctx, data, size: got.__setitem__(
-        "ring received", got["ring received"] + 1))
+    prog["perf_events"].open_perf_buffer(on_perf, page_cnt=4, lost_cb=on_perf_lost)
+    prog["ring_events"].open_ring_buffer(on_ring)
     for calls in (SENT, 1):
         child = CallingChild(calls)
         set_target(prog, child.pid)
