@@ -383,7 +383,7 @@ def _source_line_at(lines: list[str], source: str) -> int:
         return 0
     offsets = [num - n for text, num in quoted if num for n in [_find_line(source, text, exact=True)] if n]
     text, num = quoted[-1]
-    n = _find_line(source, text, exact=True)
+    n = _find_line(source, text, exact=True) or _assigned_line(source, text)
     if n:
         return n
     if offsets and num:
@@ -403,6 +403,19 @@ def _loop_line(lines: list[str], source: str) -> int:
             if n:
                 return n
     return 0
+
+
+def _assigned_line(source: str, text: str) -> int:
+    """The one source line that assigns what `text` assigns (`struct event *e =`):
+    BCC rewrites the right side of a map call (`events.ringbuf_reserve(...)`
+    becomes `bpf_ringbuf_reserve(...)`), never the left. 0 if not exactly one."""
+    m = re.match(r"\s*([\w\s\*]+?\w)\s*=[^=]", text)
+    if not m:
+        return 0
+    left = re.sub(r"\s+", " ", m.group(1))
+    hits = [i for i, ln in enumerate(source.splitlines(), 1)
+            if re.match(rf"\s*{re.escape(left)}\s*=[^=]", re.sub(r"\s+", " ", ln))]
+    return hits[0] if len(hits) == 1 else 0
 
 
 def _find_line(source: str, text: str, exact: bool = False) -> int:
