@@ -52,5 +52,11 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "        members = []\n        for i in range(vlen):",
          "        from ebpf_tutor.kernel.btf import kernel_btf\n        kernel_btf()\n"
          "        members = []\n        for i in range(vlen):"),
+        ("the course's BTF reader imported under another name",
+         "STRUCT, UNION, ENUM, FUNC, FUNC_PROTO, ENUM64 = 4, 5, 6, 12, 13, 19",
+         "from ebpf_tutor.kernel.btf import Btf as Reader\n"
+         "STRUCT, UNION, ENUM, FUNC, FUNC_PROTO, ENUM64 = 4, 5, 6, 12, 13, 19",
+         "        members = []\n        for i in range(vlen):",
+         "        Reader\n        members = []\n        for i in range(vlen):"),
     ],
 }

@@ -324,6 +324,23 @@ def _names_used(cls) -> set[str]:
     return names
 
 
+def _borrowed(cls) -> set[str]:
+    """Names the methods of `cls` use that are forbidden, or that are bound,
+    under any alias, to something from ebpf_tutor or subprocess."""
+    names = _names_used(cls)
+    found = names & FORBIDDEN
+    for member in vars(cls).values():
+        scope = getattr(getattr(member, "__func__", member), "__globals__", {})
+        for n in names:
+            if n not in scope:
+                continue
+            obj = scope[n]
+            origin = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)
+            if isinstance(origin, str) and origin.split(".")[0] in ("ebpf_tutor", "subprocess"):
+                found.add(n)
+    return found
+
+
 def draw_questions(types: dict[int, dict], rng: random.Random) -> list[tuple[str, str]]:
     """(kind of question, name): task_struct, a struct with bitfields, three
     more structs; an enum with a negative value, a 64-bit enum, two enums;
@@ -349,7 +366,7 @@ def draw_questions(types: dict[int, dict], rng: random.Random) -> list[tuple[str
 @lab("10.3", "BTF structure inspector")
 def check_inspector(inspector) -> str:
     lab_id = "10.3"
-    cheats = _names_used(inspector) & FORBIDDEN
+    cheats = _borrowed(inspector)
     expect(not cheats, lab_id, f"your inspector uses {sorted(cheats)}",
            "read the blob you are given with the struct module alone: no ebpf_tutor BTF reader, "
            "no bpftool")
