@@ -116,3 +116,25 @@ def test_server_dies_with_its_parent_and_its_folder_is_swept():
     assert Path(folder).exists()
     assert Path(folder) in pm.sweep_dead()
     assert not Path(folder).exists()
+
+
+def _listeners(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp) of sockets listening on port."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, p = local.split(":")
+        if int(p, 16) == port and state == "0A":          # 0A: LISTEN
+            found.add(addr)
+    return found
+
+
+@needs_prometheus
+def test_server_listens_on_loopback_only_and_stops_on_ctrl_c():
+    with pytest.raises(KeyboardInterrupt):
+        with pm.PrometheusServer(["127.0.0.1:9"]) as prom:
+            folder, proc, port = prom.folder, prom.proc, prom.port
+            assert _listeners(port) == {"0100007F"}        # 127.0.0.1, nothing else
+            raise KeyboardInterrupt
+    assert not folder.exists() and proc.poll() is not None
+    assert not _listeners(port)
