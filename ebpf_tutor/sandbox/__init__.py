@@ -7,6 +7,8 @@
 - xdp      XDP attach/detach on sandbox interfaces, test runs, flood
 - tc       TC filters on sandbox interfaces, qdiscs, socket filters, SOCKMAP
 - cgroup   scratch cgroups; attach/detach cgroup programs on them only
+- prometheus  a real Prometheus server on loopback for a notebook or check
+           (temporary config and data, dies with its owner), promtool's lint
 - sweep    removes what a killed run left behind
 
 XDP and TC attach only to interfaces made here, and cgroup programs only to

@@ -50,6 +50,8 @@ def sweep(everything: bool = False) -> list[str]:
                 cgroup.remove(d)
                 removed.append(f"cgroup {d}")
     removed += _sweep_loop_devices(everything)
+    from . import prometheus
+    removed += [f"prometheus {d}" for d in prometheus.sweep_dead()]
     if PIN_DIR.is_dir():
         for p in list(PIN_DIR.iterdir()):
             pid = owner_pid(p.name)
