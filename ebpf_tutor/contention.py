@@ -4,9 +4,10 @@ Chapter 12 needs the same BPF program to run on two CPUs at the same time,
 a known number of times, and nothing else in the count. A small C program
 (`HAMMER_C`, compiled with `cc` and cached like overhead's loop) calls
 `close(marker)` N times. `marker` is a descriptor number that is never open
-(above any process's limit), so each call fails at once with EBADF, and a
-program on `syscalls:sys_enter_close` that keeps only `args->fd == marker`
-counts exactly these calls and nobody else's.
+(above fs.nr_open, the most descriptors any process may have: 1,048,576 by
+default), so each call fails at once with EBADF, and a program on
+`syscalls:sys_enter_close` that keeps only `args->fd == marker` counts
+exactly these calls and nobody else's.
 
     marker = new_marker()
     runs = hammer(marker, calls=100_000, cpus=[0, 1])   # both start together
@@ -28,6 +29,7 @@ from .overhead import cache_dir
 HAMMER_C = r"""
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,8 +44,9 @@ HAMMER_C = r"""
                                1 ms slices; with PERIOD p > 0, call i closes MARKER when
                                i % p == 0 and MARKER + 1 otherwise (two kinds, 1 : p-1)
    hammer udp IP PORT N        N one-byte UDP datagrams to IP:PORT, 64 per sendmmsg()
-   Both wait for one byte on stdin (the start signal), then print the ns they
-   took: wall clock, and CPU time (which leaves out time the process waited). */
+   Both pin themselves to CPU $HAMMER_CPU if it is set, wait for one byte on
+   stdin (the start signal), then print the ns they took: wall clock, and CPU
+   time (which leaves out time the process waited). */
 static long udp(const char *ip, int port, long n) {
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -85,6 +88,14 @@ static void closes(long marker, long n, long rate, long period, struct timespec 
 
 int main(int argc, char **argv) {
     char go;
+    const char *pin = getenv("HAMMER_CPU");       /* pin itself: the parent need not fork to */
+    if (pin) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(atoi(pin), &set);
+        if (sched_setaffinity(0, sizeof(set), &set) != 0)
+            return 2;
+    }
     int is_udp = argv[1][0] == 'u';
     long n = atol(argv[is_udp ? 4 : 3]), marker = atol(argv[2]);
     if (read(0, &go, 1) != 1)
@@ -103,7 +114,7 @@ int main(int argc, char **argv) {
     return 0;
 }
 """
-MARKER_RANGE = (1 << 24, 1 << 30)    # far above any RLIMIT_NOFILE: never an open descriptor
+MARKER_RANGE = (1 << 24, 1 << 30)    # far above fs.nr_open's default (1 << 20): never open
 
 
 @dataclass
@@ -156,9 +167,11 @@ def _run_pinned(argvs: list[list[str]], cpus: list[int], calls: int,
     procs = []
     try:
         for cpu, argv in zip(cpus, argvs):
+            # no preexec_fn: Python can then start it with vfork, which stays
+            # fast when this process is big and the machine is busy
             procs.append(subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                preexec_fn=lambda cpu=cpu: os.sched_setaffinity(0, {cpu})))
+                env={**os.environ, "HAMMER_CPU": str(cpu)}))
         for p in procs:                       # the start signal, to all of them
             p.stdin.write("g")
             p.stdin.flush()

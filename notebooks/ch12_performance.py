@@ -60,7 +60,8 @@ print("CPUs used for contention:", len(CPUS))
 # `contention.hammer` does that: it starts one small C process per CPU,
 # pinned there, and all of them call `close(marker)` the same number of
 # times, starting together. `marker` is a descriptor number nobody has
-# open (it is above any process's limit), so each call fails at once, and
+# open (it is above `fs.nr_open`, the most any process may have, here
+# 1,048,576), so each call fails at once with `EBADF`, and
 # a program on `syscalls:sys_enter_close` that keeps only
 # `args->fd == marker` counts exactly these calls.
 
@@ -78,6 +79,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     return 0;
 }
 """
+nr_open = int(open("/proc/sys/fs/nr_open").read())
+print("fs.nr_open:", nr_open, "| the marker is above it:", marker > nr_open)
 with Program(CLOSE_COUNT, cflags=[f"-DMARKER={marker}"]) as prog:
     runs = hammer(marker, 50_000, CPUS)
     per_cpu = list(prog["calls"][0])[:len(CPUS)]
@@ -233,8 +236,8 @@ print("per-CPU cheaper per run than plain +=:", bool(means["per-CPU"] < means["p
 # not depend on the other CPU at all: look at its tiny spread. How much it
 # saves depends on how often the CPUs collide, which varies with what else
 # the machine is doing, so the last cell's two lines are not compared when
-# the course is tested; on a quiet machine the gap is widest (the
-# chapter's benchmark, `benchmarks/ch12.md`, has repeated runs). The price is paid on
+# the course is tested (the chapter's benchmark report, `benchmarks/ch12.md`,
+# has repeated runs, and one where the gap was four-fold). The price is paid on
 # read: user space gets one value per CPU and adds them up, so a per-CPU
 # map is the right tool for counters that are written often and read
 # rarely, which is what most counters are. (An atomic shared value is
@@ -285,7 +288,7 @@ print("increment() lost counts:", lost_by["increment"] > 0,
 # | order across CPUs | lost: each CPU's buffer is read separately | kept: one sequence |
 # | writing an event | build it on the stack, `perf_submit` copies it | `ringbuf_reserve` gives a slot in the ring; fill it in place, `ringbuf_submit` (zero copy), or `ringbuf_output` to copy |
 # | when full | the event is dropped, the kernel counts it and user space hears of it later (`lost_cb`) | the reservation fails: your program knows at once, and must count it |
-# | waking the reader | BCC asks for a wake-up after every event (`wakeup_events=1`) | after each submit only if the reader sleeps, or as you say with flags |
+# | waking the reader | BCC asks for a wake-up after every event (`wakeup_events=1`) | at a submit only if the reader had read everything before it (it may be asleep); flags can force or skip it |
 #
 # `perfcases.EVENTS_C` is one program written both ways (`#ifdef RINGBUF`),
 # each given 256 KiB in all: the ring buffer 64 pages, the perf buffer 32
@@ -337,7 +340,7 @@ print(f"at {RATES[0]:,} events/s both delivered every event in every run:",
 print("every event accounted for (received + counted lost = sent) by both, at every rate:",
       bool((channels["received"] + channels["lost"] == channels["sent"]).all()))
 flat = channels[channels["rate"] == 0].groupby("channel")["producer_cpu_ns_per_event"].mean()
-print("flat out, the perf buffer slowed the traced process more than the ring buffer:",
+print("flat out, the perf buffer cost the traced process more CPU per call than the ring buffer:",
       bool(flat["perf buffer"] > flat["ring buffer"]))
 
 # %% [markdown]
@@ -559,9 +562,14 @@ plt.tight_layout()
 # The verdicts. Each tick is put with the step whose rate is nearest to
 # the rate it measured (starting a step's process can take a moment on a
 # busy machine, so the clock alone would misplace some), and ticks with
-# hardly any events (between two steps) are left out.
+# hardly any events (between two steps) are left out. The controller runs
+# in this notebook's own process: on a machine so busy that the process
+# waits for a CPU for a second or more, its ticks stretch and these lines
+# can come out False. So they are not compared when the course is tested;
+# lab 12.3's check judges a controller by behaviour, with margins made for
+# a busy machine.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 def with_steps(df: pd.DataFrame) -> pd.DataFrame:
     rates = np.array([r for r, _ in STEPS], dtype=float)
     busy = df[df["events_per_s"] > rates.min() / 2].copy()

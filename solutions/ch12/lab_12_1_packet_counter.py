@@ -139,7 +139,7 @@ def read_counters(prog: Program) -> dict:
 
 # %% tags=["try"]
 from ebpf_tutor.bpfsys.stats import ProgStats, run_time_stats
-from ebpf_tutor.contention import udp_blast
+from ebpf_tutor.contention import udp_blast, usable_cpus
 from ebpf_tutor.sandbox.net import VethPair
 
 VARIANTS = {
@@ -154,7 +154,7 @@ with VethPair(quiet=True) as lab, run_time_stats():
     for name, src in VARIANTS.items():
         with Program(src) as p, xdp.attach(p, "f", *lab.where("b"), mode="generic") as att:
             before = ProgStats.of(p.funcs[b"f"].fd)
-            udp_blast(lab.ns["a"], lab.ip_b, 9, 100_000, cpus=[0, 1])
+            udp_blast(lab.ns["a"], lab.ip_b, 9, 100_000, cpus=usable_cpus()[:2])
             used = ProgStats.of(p.funcs[b"f"].fd) - before
             print(f"{name:8} {used.run_cnt} runs, {used.ns_per_run:.0f} ns per packet")
 

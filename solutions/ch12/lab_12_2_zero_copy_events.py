@@ -48,7 +48,7 @@
 
 # %%
 from ebpf_tutor import Program
-from ebpf_tutor.contention import hammer, new_marker
+from ebpf_tutor.contention import hammer, new_marker, usable_cpus
 from ebpf_tutor.labs import check
 
 # %% [markdown]
@@ -146,7 +146,7 @@ received = []
 with Program(PROGRAM, cflags=[f"-DMARKER={marker}"]) as prog:
     prog["events"].open_ring_buffer(lambda ctx, data, size: received.append(
         prog["events"].event(data).cpu))
-    runs = hammer(marker, 50_000, cpus=[0, 1])
+    runs = hammer(marker, 50_000, cpus=usable_cpus()[:2])
     prog.ring_buffer_consume()
     print(f"sent {sum(r.calls for r in runs):,}, received {len(received):,}, "
           f"lost {lost_total(prog):,}; received per CPU:",
@@ -195,7 +195,7 @@ def cost(source: str, ring: bool, calls: int = 20_000) -> float:
             poll = lambda: prog.perf_buffer_poll(10)           # noqa: E731
         fd = next(iter(prog.funcs.values())).fd
         before = ProgStats.of(fd)
-        work = threading.Thread(target=hammer, args=(marker, calls, [0]),
+        work = threading.Thread(target=hammer, args=(marker, calls, usable_cpus()[:1]),
                                 kwargs={"rate": 100_000})
         work.start()
         while work.is_alive():

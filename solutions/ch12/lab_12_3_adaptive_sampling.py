@@ -57,7 +57,7 @@ import threading
 import time
 
 from ebpf_tutor import Program
-from ebpf_tutor.contention import hammer, new_marker
+from ebpf_tutor.contention import hammer, new_marker, usable_cpus
 from ebpf_tutor.labs import check
 
 # %% [markdown]
@@ -169,8 +169,9 @@ with Program(PROGRAM, cflags=[f"-DMARKER={marker}"]) as prog:
     prog["samples"].open_ring_buffer(
         lambda ctx, data, size: kept.append((prog["samples"].event(data).fd,
                                              prog["samples"].event(data).every)))
-    work = threading.Thread(target=lambda: [hammer(marker, 30_000, [0], rate=50_000, period=4),
-                                            hammer(marker, 3_000, [0], rate=5_000, period=4)])
+    one_cpu = usable_cpus()[:1]
+    work = threading.Thread(target=lambda: [hammer(marker, 30_000, one_cpu, rate=50_000, period=4),
+                                            hammer(marker, 3_000, one_cpu, rate=5_000, period=4)])
     last, t_last = 0, time.monotonic()
     work.start()
     while work.is_alive():
