@@ -25,6 +25,7 @@ in this list, and tests/test_imports.py keeps it so):
 - doctor    what this machine can do, each feature decided by trying it
 - features  does this kernel have feature X? one-line notices and fallbacks
 - overhead  what a BPF hook costs per system call
+- contention, perfcases  chapter 12's workloads and measured cases
 - commands  clang, ip, tc and bpftool run from a notebook as a learner types them
 - labs/     lab checks: verdicts, the check of every lab, workloads, targets,
             the course map and the learner's progress

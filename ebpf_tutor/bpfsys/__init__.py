@@ -30,6 +30,7 @@ importable from here (`from ebpf_tutor.bpfsys import RawMap, load`):
 - libbpf       libbpf's library through ctypes (used by pin, cgroups, testing, and
                bpfobject, which loads CO-RE objects with it)
 - pin          pinning maps under /sys/fs/bpf
+- stats        BPF_ENABLE_STATS: run_time_ns / run_cnt per program
 """
 from .maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, PERCPU_MAPS, Bytes, MapInfo, MapType, RawMap,
                    map_info)
