@@ -214,7 +214,9 @@ print("perf buffer: received + reported lost == sent + 1:",
 # happens after the previous one: fork, then exec, then exit. With a ring
 # buffer they are reserved in that order, so they are read in that order.
 # With a perf buffer each lands in the buffer of the CPU it happened on,
-# and the reader empties the buffers one after the other. Here this
+# and BCC's `perf_buffer_poll()` waits until some buffer has data, then
+# empties the ready ones one after the other, CPU 0 first
+# (`perf_reader_poll()` in BCC's `perf_reader.c`). Here this
 # notebook forks 200 children while it runs on CPU 1, and each child runs
 # on CPU 0; the program sends every fork, exec and exit of our children to
 # both buffers.
@@ -315,7 +317,7 @@ for kind, events in arrived.items():
 # |---|---|---|
 # | memory | one buffer per CPU: a quiet CPU's buffer sits empty while a busy one overflows | one buffer for all CPUs |
 # | order | per CPU; user space must merge by timestamp | one order: the order of reservation |
-# | writing | the event is built on the stack, then copied | `reserve` gives a pointer into the buffer: write in place, then `submit` or `discard` |
+# | writing | the event is built on the stack, then copied | `reserve` gives a pointer into the buffer: write in place, then `submit` or `discard` (or copy, with `ringbuf_output`) |
 # | losses | counted by the kernel, reported late through `lost_cb` | the failed `reserve` is yours to count |
 # | wake-ups | per event (BCC's default) or every N events | when the reader has caught up, or as `submit`'s flags say (13.5) |
 #
@@ -669,9 +671,12 @@ ax = plot_log2_hist(log2_counts_df(hist), unit="bytes", title="write() sizes, ag
 # reading covering only what happened since the previous one. Reading and
 # then zeroing would lose what the kernel adds in between; BCC's
 # `items_lookup_and_delete_batch()` takes the entries out of a hash map in
-# batches, one system call per batch, so an update that comes later lands
-# in a fresh entry for the next interval. Lab 13.2 builds that pipeline,
-# per command name.
+# batches (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`, one system call per batch):
+# each entry is copied and deleted in one step, so an update that comes
+# later creates a fresh entry for the next interval. (An update already
+# holding a pointer to the entry at that very instant can still be lost:
+# the window shrinks from a whole read to one entry's copy.) Lab 13.2
+# builds that pipeline, per command name.
 
 # %% [markdown]
 # ## 13.7 Exporting to Prometheus
@@ -737,8 +742,8 @@ print("\n".join(ln.replace(app, "<app>") for ln in text.splitlines()
                 if ln.startswith("#") or f'"{app}"' in ln))
 
 # %% [markdown]
-# `prometheus_client` added `_total` to the counter's name, as the format
-# requires. **promtool**, from the Prometheus project (Debian's `prometheus`
+# `prometheus_client` added `_total` to the counter's name: Prometheus's
+# naming conventions ask for it, and the OpenMetrics format requires it. **promtool**, from the Prometheus project (Debian's `prometheus`
 # package), lints an exposition: `promtool check metrics < metrics.txt`.
 # Ours passes; a hand-written one with a counter missing its `_total` and
 # its help text does not.
@@ -764,10 +769,21 @@ print("$", " ".join(demo.argv()))
 # Its HTTP API answers PromQL queries: `/api/v1/query?query=...` for a
 # value, `/api/v1/targets` for the scrape health, `/api/v1/metadata` for
 # what the target said a metric is.
+#
+# Do not expect the first scrape at once, whatever the interval. Prometheus
+# is ready within a fraction of a second, but its discovery manager hands
+# new targets to the scrape manager at most once every 5 seconds (a fixed
+# throttle, `updatert` in `discovery/manager.go`; no flag or setting of
+# 2.42 changes it), and each target then waits its own offset, less than
+# one interval, so that a server's scrapes spread out. Start the server
+# early, before the work it should see, and let the wait overlap it (the
+# check of lab 13.3 does).
 
 # %%
+started = time.monotonic()
 with PrometheusServer([f"127.0.0.1:{port}"], scrape_interval=1.0) as prom:
     prom.wait_for_fresh_scrape()
+    first_scrape = time.monotonic() - started
     target = prom.target_health()[0]
     value = prom.query(f'ebpf_execs_total{{comm="{app}"}}')[0][1]
     kind = prom.metadata("ebpf_execs")["type"]
@@ -780,6 +796,10 @@ print("target health:", target["health"])
 print(f"Prometheus says the fresh command started {value:.0f} times ({kind}), "
       f"then {later:.0f} times")
 print("after the with block, its folder exists:", folder.exists())
+print("the first scrape came after the 5 s discovery throttle:", first_scrape >= 5)
+
+# %% tags=["nbval-ignore-output"]
+print(f"first successful scrape {first_scrape:.1f} s after the server was started")
 
 # %% [markdown]
 # Prometheus stored what the map held at each scrape: the exporter keeps no
@@ -822,8 +842,10 @@ server.server_close()
 exec_prog.close()
 
 # %% [markdown]
-# The time per scrape grows with the number of keys, roughly in proportion:
-# each key is one BPF map read and one line of text. `benchmarks/ch13_exporter.py`
+# The time per scrape grows with the number of keys: each key is BPF map
+# reads (BCC's `items()` makes two `bpf()` calls per entry) and lines of
+# text. (The figures above are not compared between runs: on a loaded
+# machine the largest map's scrape varies several-fold.) `benchmarks/ch13_exporter.py`
 # measures it properly and its report (`benchmarks/ch13_exporter.md`) gives
 # the figures for this machine. At the usual scrape intervals (15 to 60
 # seconds) even ten thousand series are cheap; but a label with unbounded
@@ -846,20 +868,24 @@ exec_prog.close()
 #   (chapter 10 explains why).
 # * **The YAML maps maps to metrics.** `metrics: counters:` and
 #   `histograms:` name a map each, with its `labels`. Each label takes its
-#   bytes of the map's key through a chain of **decoders**: `string`,
-#   `uint`, `ksym` (a kernel address to a function name), `cgroup` (an id to
-#   a path), `static_map`, `regexp` (keep only matching values), `inet_ip`,
-#   `majorminor`, `dname`, `errno`. Our collector does that decoding in
+#   bytes of the map's key through a chain of **decoders**, among them
+#   `string`, `uint`, `ksym` (a kernel address to a function name), `cgroup`
+#   (an id to a path), `static_map`, `regexp` (keep only matching values),
+#   `inet_ip`, `majorminor`, `syscall` and `errno`. Our collector does that decoding in
 #   Python, by hand.
 # * **Histograms are rebuilt in user space** from keys that carry a bucket
 #   number, with `bucket_type` `exp2`, `exp2zero`, `linear` or `fixed`,
 #   `bucket_min`/`bucket_max` (every bucket is emitted, zeros included) and a
 #   `bucket_multiplier` (microseconds to seconds). Its `exp2` helper in the
-#   kernel **rounds up**, so that bucket `k` holds values up to exactly
-#   `2**k`, the Prometheus `le`: the same fix as lab 13.3.
+#   kernel **rounds up** (since 2025, its issue #488), so that bucket `k`
+#   holds values up to exactly `2**k`, the Prometheus `le`: the same fix
+#   as lab 13.3.
 # * **Maps are read at scrape time**, in its Go collector's `Collect`, as
-#   here; events through a `perf_event_array` can feed counters too, flushed
-#   at an interval. It can also turn events into OpenTelemetry traces.
+#   here; a counter can instead be fed by events through a perf buffer
+#   (`perf_event_array: true`): one increment per event in user space,
+#   reset every `flush_interval` (an hour by default), with the perf
+#   buffer's lost events exported as a drop counter. It can also turn
+#   events into OpenTelemetry traces.
 #
 # | | this chapter | `ebpf_exporter` |
 # |---|---|---|

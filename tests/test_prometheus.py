@@ -33,6 +33,12 @@ def test_config_lists_targets_and_interval():
     assert "--web.listen-address=127.0.0.1:9999" in argv and "--storage.tsdb.path=/d/data" in argv
 
 
+def test_the_server_never_takes_a_target_port(monkeypatch):
+    ports = iter([8001, 8001, 8002])
+    monkeypatch.setattr(pm, "free_port", lambda: next(ports))
+    assert pm.PrometheusServer(["127.0.0.1:8001"])._free_port() == 8002
+
+
 def test_free_port_is_bindable():
     port = pm.free_port()
     import socket

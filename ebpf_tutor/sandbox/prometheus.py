@@ -11,6 +11,14 @@ If the Python process dies instead, the kernel kills the server with it
 (PR_SET_PDEATHSIG), and the next server started removes folders whose owner
 is gone.
 
+The first scrape comes about 5 s after start, whatever the interval: the
+discovery manager hands new targets to the scrape manager at most every 5 s
+(`updatert`, fixed in discovery/manager.go; no flag or setting of 2.42
+changes it; the hidden --scrape.discovery-reload-interval only sets the
+scrape manager's own 5 s ticker and does not help), then each target waits
+an offset of less than one interval. Start the server before the work it
+should see, so that the wait overlaps it; a target may start listening later.
+
 The plain commands it runs: `prometheus --config.file=F
 --storage.tsdb.path=D --web.listen-address=127.0.0.1:PORT`, then HTTP GETs
 of /-/ready, /api/v1/query, /api/v1/targets and /api/v1/metadata.
@@ -113,7 +121,7 @@ class PrometheusServer:
         try:
             (self.folder / "prometheus.yml").write_text(self.config())
             for _ in range(3):                # a free port may be taken before we bind it
-                self.port = free_port()
+                self.port = self._free_port()
                 self._spawn()
                 if self._wait_ready():
                     return self
@@ -122,6 +130,14 @@ class PrometheusServer:
         except BaseException:
             self.close()
             raise
+
+    def _free_port(self) -> int:
+        """A free port that is not one of the targets' (a target may start
+        listening only after the server, to overlap its discovery wait)."""
+        taken = {t.rsplit(":", 1)[-1] for t in self.targets}
+        while str(port := free_port()) in taken:
+            pass
+        return port
 
     def argv(self, folder: Path | str = "FOLDER", port: int | str = "PORT") -> list[str]:
         """The command line it runs (with placeholders before start)."""
@@ -159,9 +175,11 @@ class PrometheusServer:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
-            except subprocess.TimeoutExpired:
+            except BaseException as e:        # too slow, or Ctrl-C while waiting: kill it
                 self.proc.kill()
                 self.proc.wait()
+                if not isinstance(e, subprocess.TimeoutExpired):
+                    raise
         self.proc = None
 
     def log_tail(self, lines: int = 15) -> str:

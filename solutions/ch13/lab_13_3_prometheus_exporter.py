@@ -29,7 +29,9 @@
 # 1. `promtool check metrics` (from the Prometheus project) must find
 #    nothing to complain about in your `/metrics`;
 # 2. a real Prometheus server, started for the check with a one-second
-#    scrape interval, scrapes your endpoint over loopback; through its HTTP
+#    scrape interval, scrapes your endpoint over loopback (its first scrape
+#    comes about 5 seconds after it starts: Prometheus hands new targets
+#    to its scrapers at most every 5 s); through its HTTP
 #    query API, the types must be counter, counter and histogram, and for
 #    every bucket `le`, the count must be the number of writes of at most
 #    `le` bytes;
