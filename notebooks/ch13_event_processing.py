@@ -65,7 +65,7 @@ import pandas as pd
 from ebpf_tutor import Program, log2_counts_df, plot_log2_hist
 from ebpf_tutor.events import ConsumerGroup, RingBufferConsumer
 from ebpf_tutor.labs.workload import Child, Executables, unique_name
-from ebpf_tutor.sandbox.prometheus import PrometheusServer, check_metrics, free_port
+from ebpf_tutor.sandbox.prometheus import PrometheusServer, check_metrics
 
 
 # %% [markdown]

@@ -36,7 +36,9 @@
 #   program: `bpf_get_current_comm()` already gives the new command name.
 # * `syscalls:sys_enter_exit_group` fires when a process ends itself; its
 #   argument `args->error_code` is the exit status (`exit 3` in a shell,
-#   `sys.exit(3)` in Python).
+#   `sys.exit(3)` in Python). A process killed by a signal never makes
+#   that call, so it is not counted here; `sched:sched_process_exit` sees
+#   every exit, but its fields do not include the status.
 # * `ringbuf_reserve(size)` returns NULL when the ring is full: nothing is
 #   written, and nobody will know unless **you** count it. Count it in a
 #   map, atomically: several CPUs may fail at once.

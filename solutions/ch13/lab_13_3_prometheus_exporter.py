@@ -61,7 +61,7 @@
 from collections import Counter, defaultdict
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from ebpf_tutor import Program, check
 
