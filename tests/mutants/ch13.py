@@ -54,6 +54,8 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "nbytes.add_metric([comm], v.bytes)", "nbytes.add_metric([comm], v.calls)"),
         ("a counter without help text (promtool flags it)",
          '"Bytes written by write()"', '""'),
+        ("start_exporter starts the server but does not return it",
+         "    return server\n", "\n"),
         ("the exporter listens on every interface",
          'addr="127.0.0.1"', 'addr="0.0.0.0"'),
         ("the values are read once, when the collector is made, not at each scrape",

@@ -375,7 +375,10 @@ def check_exporter(program: str, start_exporter) -> str:
             prog = Program(program, name=f"lab {lab_id}")
             require_table(prog, "write_stats", lab_id, "keep the given BPF_HASH(write_stats, ...)")
             server = start_exporter(prog, port)
-            host = getattr(server, "server_address", ("?",))[0]
+            expect(hasattr(server, "server_address"), lab_id,
+                   f"start_exporter returned {server!r}, not the HTTP server",
+                   "return the server that start_http_server(...) gives back: server, _thread = ...")
+            host = server.server_address[0]
             expect(host == "127.0.0.1", lab_id, f"your exporter listens on {host!r}",
                    "serve on loopback only: start_http_server(port, addr=\"127.0.0.1\", ...)")
             run_writer(a, a1)
