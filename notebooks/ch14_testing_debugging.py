@@ -544,7 +544,7 @@ print(f"{ran.ns_per_run:.0f} ns per run (mean of {ran.run_cnt} runs, half with n
 #    leaks and some pointer comparisons (`allow_ptr_leaks`), and Spectre
 #    mitigations the verifier adds without `CAP_PERFMON`.
 # 4. A loop bound or a branch structure: more paths or more iterations to
-#    walk, with the same code. A bound raised from 256 to 480 is an example
+#    walk, with the same code. A bound raised from 400 to 500 is an example
 #    (Lab 14.3's "wider" version).
 #
 # </details>

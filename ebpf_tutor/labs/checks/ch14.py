@@ -620,8 +620,8 @@ int scan_line(struct bpf_raw_tracepoint_args *ctx) {
 """
 _HASH_LOOP = ("    result.update(&zero, &n);\n",
               "#pragma clang loop unroll(disable)\n"
-              "    for (u32 j = 0; j < 200; j++)\n"
-              "        n = n * 31 + b->bytes[j & 255];\n"
+              "    for (u32 j = 0; j < 1000; j++)\n"
+              "        n = n * 31 + b->bytes[j & 511];\n"
               "    result.update(&zero, &n);\n")
 _RARE_PATH = ("    result.update(&zero, &n);\n",
               "    if (ctx->args[1] == 0xdeadbeef) {        /* a debugging path, never taken */\n"
@@ -633,7 +633,7 @@ _RARE_PATH = ("    result.update(&zero, &n);\n",
               "    result.update(&zero, &n);\n")
 
 
-def scanner(scan: str = "256", stop: str = "'\\n'", *edits: tuple[str, str]) -> str:
+def scanner(scan: str = "400", stop: str = "'\\n'", *edits: tuple[str, str]) -> str:
     """A version of the scanner: its loop bound, its stop byte, and text edits."""
     text = SCANNER.replace("SCAN", scan).replace("STOP", stop)
     for old, new in edits:
@@ -644,13 +644,13 @@ def scanner(scan: str = "256", stop: str = "'\\n'", *edits: tuple[str, str]) -> 
 # version -> (what changed, its source, the flags a detector must raise against the baseline)
 VERSIONS: dict[str, tuple[str, str, set[str]]] = {
     "rebuilt": ("the same source, compiled again", scanner(), set()),
-    "slower": ("stops at a NUL instead of a newline: scans all 256 bytes",
+    "slower": ("stops at a NUL instead of a newline: scans all 400 bytes",
                scanner(stop="0"), {"runtime"}),
-    "wider": ("loop bound 480 instead of 256 (the line still ends early)",
-              scanner(scan="480"), {"verified"}),
-    "extra_loop": ("a 200-round hash of the buffer after the scan", scanner("256", "'\\n'", _HASH_LOOP),
+    "wider": ("loop bound 500 instead of 400 (the line still ends early)",
+              scanner(scan="500"), {"verified"}),
+    "extra_loop": ("a 1000-round hash of the buffer after the scan", scanner("400", "'\\n'", _HASH_LOOP),
                    {"insns", "verified", "runtime"}),
-    "debug_path": ("a debugging branch that never runs", scanner("256", "'\\n'", _RARE_PATH),
+    "debug_path": ("a debugging branch that never runs", scanner("400", "'\\n'", _RARE_PATH),
                    {"insns", "verified"}),
 }
 RUNS_BEFORE, RUNS_AFTER = 1000, 2500     # different on purpose: compare per run, not totals
