@@ -28,14 +28,14 @@
 # among them: the edges of the buckets), and then:
 # 1. `promtool check metrics` (from the Prometheus project) must find
 #    nothing to complain about in your `/metrics`;
-# 2. a real Prometheus server, started for the check with a one-second
+# 2. in your `/metrics`, the counters must be the workload's, and for every
+#    bucket `le` the count must be the number of writes of at most `le`
+#    bytes; after more writes, the next scrape must show the new totals;
+# 3. a real Prometheus server, started for the check with a one-second
 #    scrape interval, scrapes your endpoint over loopback (its first scrape
 #    comes about 5 seconds after it starts: Prometheus hands new targets
-#    to its scrapers at most every 5 s); through its HTTP
-#    query API, the types must be counter, counter and histogram, and for
-#    every bucket `le`, the count must be the number of writes of at most
-#    `le` bytes;
-# 3. after more writes, the next scrape must show the new totals.
+#    to its scrapers at most every 5 s); through its HTTP query API, the
+#    types must be counter, counter and histogram, and the values the same.
 #
 # **You will use:** `prometheus_client`'s `CounterMetricFamily`,
 # `HistogramMetricFamily`, `CollectorRegistry`, `start_http_server`.

@@ -359,9 +359,10 @@ def _one(prom: PrometheusServer, expr: str) -> float | None:
 
 @lab("13.3", "Prometheus exporter")
 def check_exporter(program: str, start_exporter) -> str:
-    """promtool lints the endpoint; a real Prometheus scrapes it every second
-    over loopback; the values read back through its query API must be the
-    workload's; more writes must show at the next scrape."""
+    """promtool lints the endpoint; its values must be the workload's, and
+    more writes must show at the next scrape; a real Prometheus, started
+    first (its first scrape waits ~5 s), scrapes it every second over
+    loopback, and its query API must read the same values back."""
     lab_id = "13.3"
     rng = random.Random()
     a, b = unique_name("x13"), unique_name("x13")
@@ -384,60 +385,98 @@ def check_exporter(program: str, start_exporter) -> str:
             run_writer(a, a1)
             run_writer(b, b1)
             run_writer(b, b2)
-            lint = check_metrics(_scrape(port))
+            text = _scrape(port)
+            lint = check_metrics(text)
             expect(lint.ok, lab_id, f"promtool check metrics found problems: {'; '.join(lint.problems)}",
                    "counters come from CounterMetricFamily (it adds _total), and every family needs "
                    "a help text")
+            # Our own scrapes first: a wrong value fails here, without waiting for Prometheus.
+            les = {}
+            for comm, sizes in [(a, a1), (b, b1 + b2)]:
+                series = _from_text(text, comm, lab_id)
+                _expect_series(series, lab_id, comm, sizes, "your /metrics: ")
+                les[comm] = sorted(series["buckets"])
+            expect(les[a] == les[b] and len(les[a]) >= 17, lab_id,
+                   f"the two commands have different or few buckets: {les[a]} and {les[b]}",
+                   "give every series every bucket, 2**0 to 2**MAX_SLOT, zeros included, and +Inf")
+            run_writer(a, a2)
+            _expect_series(_from_text(_scrape(port), a, lab_id), lab_id, a, a1 + a2,
+                           "after more writes, your /metrics: ", live=True)
+            # Then what a real Prometheus scraped, read back through its query API.
             prom.wait_for_fresh_scrape()
             for metric, kind in METRICS.items():
                 seen = prom.metadata(metric).get("type")
                 expect(seen == kind, lab_id, f"Prometheus says {metric} is a {seen}, not a {kind}",
                        f"build {metric} with {kind.capitalize()}MetricFamily")
-            les = {}
-            for comm, sizes in [(a, a1), (b, b1 + b2)]:
-                _expect_series(prom, lab_id, comm, sizes)
-                les[comm] = sorted(_buckets(prom, comm))
-            expect(les[a] == les[b] and len(les[a]) >= 17, lab_id,
-                   f"the two commands have different or few buckets: {les[a]} and {les[b]}",
-                   "give every series every bucket, 2**0 to 2**MAX_SLOT, zeros included, and +Inf")
-            run_writer(a, a2)
-            prom.wait_for_fresh_scrape()
-            _expect_series(prom, lab_id, a, a1 + a2, live=True)
+            for comm, sizes in [(a, a1 + a2), (b, b1 + b2)]:
+                _expect_series(_from_prom(prom, comm), lab_id, comm, sizes,
+                               "through Prometheus's query API, ", live=True)
             p50 = _one(prom, f'histogram_quantile(0.5, ebpf_write_size_bytes_bucket{{comm="{a}"}})')
-        return (f"promtool clean; Prometheus scraped 127.0.0.1 and read back exact counters and "
-                f"{len(les[a])} cumulative buckets for 2 fresh commands, live after more writes "
-                f"(median write of {a}: {p50:.0f} bytes by histogram_quantile)")
+        return (f"promtool clean; exact counters and {len(les[a])} cumulative buckets for 2 fresh "
+                f"commands, live after more writes; a real Prometheus scraped 127.0.0.1 and its "
+                f"query API read the same back (median write of {a}: {p50:.0f} bytes by "
+                f"histogram_quantile)")
     finally:
         _stop_server(server)
         close_all()
 
 
-def _expect_series(prom: PrometheusServer, lab_id: str, comm: str, sizes: list[int],
+def _from_prom(prom: PrometheusServer, comm: str) -> dict:
+    """One command's series, as Prometheus stored them."""
+    sel = f'{{comm="{comm}"}}'
+    return {"calls": _one(prom, f"ebpf_write_calls_total{sel}"),
+            "bytes": _one(prom, f"ebpf_write_bytes_total{sel}"),
+            "buckets": _buckets(prom, comm),
+            "count": _one(prom, f"ebpf_write_size_bytes_count{sel}"),
+            "sum": _one(prom, f"ebpf_write_size_bytes_sum{sel}")}
+
+
+def _from_text(text: str, comm: str, lab_id: str) -> dict:
+    """One command's series, parsed from an exposition in the text format."""
+    from prometheus_client.parser import text_string_to_metric_families
+    names = {"ebpf_write_calls_total": "calls", "ebpf_write_bytes_total": "bytes",
+             "ebpf_write_size_bytes_count": "count", "ebpf_write_size_bytes_sum": "sum"}
+    series: dict = {"calls": None, "bytes": None, "buckets": {}, "count": None, "sum": None}
+    try:
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    except ValueError as e:
+        raise LabFailed(lab_id, f"your /metrics could not be parsed: {e}",
+                        "build the metrics with prometheus_client's metric families") from None
+    for sample in samples:
+        if sample.labels.get("comm") != comm:
+            continue
+        if sample.name == "ebpf_write_size_bytes_bucket":
+            series["buckets"][float(sample.labels["le"])] = sample.value
+        elif sample.name in names:
+            series[names[sample.name]] = sample.value
+    return series
+
+
+def _expect_series(series: dict, lab_id: str, comm: str, sizes: list[int], where: str,
                    live: bool = False) -> None:
     """The counters, the histogram's buckets, _count and _sum of one command."""
-    when = "after the second round of writes, " if live else ""
-    calls = _one(prom, f'ebpf_write_calls_total{{comm="{comm}"}}')
+    calls = series["calls"]
     expect(calls == len(sizes), lab_id,
-           f"{when}ebpf_write_calls_total{{comm=\"{comm}\"}} is {calls}, expected {len(sizes)}",
-           "read the maps inside collect(), at every scrape" if live or calls is None
-           else "add one series per write_stats entry, labelled with its comm")
-    nbytes = _one(prom, f'ebpf_write_bytes_total{{comm="{comm}"}}')
+           f"{where}ebpf_write_calls_total{{comm=\"{comm}\"}} is {calls}, expected {len(sizes)}",
+           "read the maps inside collect(), at every scrape" if live and calls is not None
+           else "add one series per write_stats entry, labelled with its comm, reading the maps "
+                "inside collect(): the command ran after your exporter started")
+    nbytes = series["bytes"]
     expect(nbytes == sum(sizes), lab_id,
-           f"{when}ebpf_write_bytes_total{{comm=\"{comm}\"}} is {nbytes}, expected {sum(sizes)}",
+           f"{where}ebpf_write_bytes_total{{comm=\"{comm}\"}} is {nbytes}, expected {sum(sizes)}",
            "the bytes counter is the entry's bytes field")
-    buckets = _buckets(prom, comm)
-    expect(float("inf") in buckets, lab_id, f"no +Inf bucket for {comm}: {buckets}",
+    buckets = series["buckets"]
+    expect(float("inf") in buckets, lab_id, f"{where}no +Inf bucket for {comm}: {buckets}",
            "end the buckets with (\"+Inf\", count)")
     wrong = {le: (n, sum(s <= le for s in sizes)) for le, n in sorted(buckets.items())
              if n != sum(s <= le for s in sizes)}
     expect(not wrong, lab_id,
-           f"{when}buckets of {comm} (le: yours, expected) differ: "
+           f"{where}buckets of {comm} (le: yours, expected) differ: "
            + ", ".join(f"{le:g}: {y:g} vs {e}" for le, (y, e) in list(wrong.items())[:6]),
            _bucket_hint(buckets, wrong))
-    count = _one(prom, f'ebpf_write_size_bytes_count{{comm="{comm}"}}')
-    total = _one(prom, f'ebpf_write_size_bytes_sum{{comm="{comm}"}}')
+    count, total = series["count"], series["sum"]
     expect(count == len(sizes) and total == sum(sizes), lab_id,
-           f"{comm}: _count {count} and _sum {total}, expected {len(sizes)} and {sum(sizes)}",
+           f"{where}{comm}: _count {count} and _sum {total}, expected {len(sizes)} and {sum(sizes)}",
            "the +Inf bucket is the count; sum_value is the bytes")
 
 
