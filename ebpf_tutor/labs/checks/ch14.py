@@ -57,19 +57,18 @@ class _CapData(ct.Structure):
 
 
 _CAP_V3 = 0x20080522                       # _LINUX_CAPABILITY_VERSION_3
-_SYS_CAPGET, _SYS_CAPSET = 125, 126        # x86_64
 CAP_SYS_ADMIN, CAP_PERFMON = 21, 38
 
 
 def _capget() -> "ct.Array[_CapData]":
     data = (_CapData * 2)()
-    if ct.CDLL(None, use_errno=True).syscall(_SYS_CAPGET, ct.byref(_CapHeader(_CAP_V3, 0)), data):
+    if ct.CDLL(None, use_errno=True).capget(ct.byref(_CapHeader(_CAP_V3, 0)), data):
         raise OSError(ct.get_errno(), "capget")
     return data
 
 
 def _capset(data) -> None:
-    if ct.CDLL(None, use_errno=True).syscall(_SYS_CAPSET, ct.byref(_CapHeader(_CAP_V3, 0)), data):
+    if ct.CDLL(None, use_errno=True).capset(ct.byref(_CapHeader(_CAP_V3, 0)), data):
         raise OSError(ct.get_errno(), "capset")
 
 
