@@ -773,7 +773,8 @@ print("$", " ".join(demo.argv()))
 # Do not expect the first scrape at once, whatever the interval. Prometheus
 # is ready within a fraction of a second, but its discovery manager hands
 # new targets to the scrape manager at most once every 5 seconds (a fixed
-# throttle, `updatert` in `discovery/manager.go`; no flag or setting of
+# throttle, `updatert` in `discovery/legacymanager/manager.go`, the
+# default in 2.42, and in `discovery/manager.go`; no flag or setting of
 # 2.42 changes it), and each target then waits its own offset, less than
 # one interval, so that a server's scrapes spread out. Start the server
 # early, before the work it should see, and let the wait overlap it (the

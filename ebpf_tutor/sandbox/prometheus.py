@@ -13,10 +13,11 @@ is gone.
 
 The first scrape comes about 5 s after start, whatever the interval: the
 discovery manager hands new targets to the scrape manager at most every 5 s
-(`updatert`, fixed in discovery/manager.go; no flag or setting of 2.42
-changes it; the hidden --scrape.discovery-reload-interval only sets the
-scrape manager's own 5 s ticker and does not help), then each target waits
-an offset of less than one interval. Start the server before the work it
+(`updatert`, fixed at 5 s in discovery/legacymanager/manager.go, 2.42's
+default, and in discovery/manager.go; no flag or setting of 2.42 changes
+it; the hidden --scrape.discovery-reload-interval only sets the scrape
+manager's own 5 s ticker: measured, it does not help), then each target
+waits an offset of less than one interval. Start the server before the work it
 should see, so that the wait overlaps it; a target may start listening later.
 
 The plain commands it runs: `prometheus --config.file=F
