@@ -40,3 +40,26 @@ def test_13_3_sizes_hold_an_exact_power_of_two():
 def test_expected_row_uses_bcc_slots():
     assert ch13.expected_row([1, 2, 3, 4, 1024]) == {
         "calls": 5, "bytes": 1034, "max": 1024, "hist": {1: 1, 2: 2, 3: 1, 11: 1}}
+
+
+def test_13_3_reads_one_commands_series_from_the_text_format():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+    class Two:
+        def collect(self):
+            calls = CounterMetricFamily("ebpf_write_calls", "c", labels=["comm"])
+            nbytes = CounterMetricFamily("ebpf_write_bytes", "b", labels=["comm"])
+            sizes = HistogramMetricFamily("ebpf_write_size_bytes", "s", labels=["comm"])
+            for comm, n in [("a", 3), ("b", 9)]:
+                calls.add_metric([comm], n)
+                nbytes.add_metric([comm], 10 * n)
+                sizes.add_metric([comm], [("1", 1), ("2", n), ("+Inf", n)], sum_value=10 * n)
+            yield from (calls, nbytes, sizes)
+
+    reg = CollectorRegistry()
+    reg.register(Two())
+    series = ch13._from_text(generate_latest(reg).decode(), "a", "13.3")
+    assert series == {"calls": 3, "bytes": 30, "buckets": {1.0: 1, 2.0: 3, float("inf"): 3},
+                      "count": 3, "sum": 30}
+    assert ch13._from_text("", "a", "13.3")["calls"] is None
