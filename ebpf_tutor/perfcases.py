@@ -45,7 +45,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     int zero = 0;
     u64 *c = count.lookup(&zero);
     if (c)
-        __sync_fetch_and_add(c, 1);     /* one `lock xadd` on x86 */
+        __sync_fetch_and_add(c, 1);     /* one `lock add` on x86 */
     return 0;
 }
 """,

@@ -83,7 +83,8 @@ nr_open = int(open("/proc/sys/fs/nr_open").read())
 print("fs.nr_open:", nr_open, "| the marker is above it:", marker > nr_open)
 with Program(CLOSE_COUNT, cflags=[f"-DMARKER={marker}"]) as prog:
     runs = hammer(marker, 50_000, CPUS)
-    per_cpu = list(prog["calls"][0])[:len(CPUS)]
+    slots = prog["calls"][0]                      # one value per possible CPU
+    per_cpu = [slots[cpu] for cpu in CPUS]
 print("calls made:", sum(r.calls for r in runs), "| counted per CPU:", per_cpu)
 
 # %% [markdown]
@@ -129,6 +130,35 @@ print("stats on: at least 20000 runs counted:", used.run_cnt >= 20_000)
 print(f"{used.run_cnt} runs, {used.run_time_ns} ns in all: {used.ns_per_run:.1f} ns per run")
 
 # %% [markdown]
+# The timing has a price of its own: two clock reads and a counter update
+# around *every* run of *every* BPF program on the machine, as long as any
+# process holds statistics on. To see it, one pinned process makes 200,000
+# calls with statistics off, then 200,000 with them on, seven times in
+# turn, and `hammer` reports what each call cost it in CPU time (the
+# system call and every BPF program it runs). If another process holds
+# statistics on during the "off" rounds, the difference vanishes: this
+# cell's output is not compared when the course is tested.
+
+# %% tags=["nbval-ignore-output"]
+timed = {"off": [], "on": []}
+with Program(CLOSE_COUNT, cflags=[f"-DMARKER={marker}"]) as prog:
+    for _ in range(7):
+        r, = hammer(marker, 200_000, CPUS[:1])
+        timed["off"].append(r.cpu_ns / r.calls)
+        with run_time_stats():
+            r, = hammer(marker, 200_000, CPUS[:1])
+            timed["on"].append(r.cpu_ns / r.calls)
+timed = pd.DataFrame(timed)
+print("CPU ns per close() call, 7 rounds each:")
+print(timed.agg(["mean", "std", "min", "max"]).round(1))
+print(f"median extra per call with statistics on: {(timed['on'] - timed['off']).median():.1f} ns")
+
+# %% [markdown]
+# Compare that extra with the program's own run time above: on a virtual
+# machine, where reading the clock is not free, the timing can cost as much
+# as a small program itself. That is why the switch is off by default, and
+# why you turn it on to measure, not forever.
+#
 # `bpftool` shows the same two counters next to each program while stats
 # are on, so you can watch a program in production without any code:
 
@@ -144,9 +174,10 @@ with Program(CLOSE_COUNT, cflags=[f"-DMARKER={marker}"]) as prog, run_time_stats
 # them: `bpftool prog profile` (hardware counters per program) needs a
 # bpftool built with BPF skeletons, and `bpftool prog dump jited` (the
 # machine code the JIT made) needs one built with libbfd. Debian 12's
-# bpftool has neither, and `perf stat -e instructions` finds no hardware
-# counters in this virtual machine either. The cell below runs the first
-# two and prints the first line of what each said.
+# bpftool has neither. (Hardware counters, which `prog profile` reads, are
+# missing in this virtual machine anyway: `perf stat -e instructions` reports
+# `<not supported>`, see `benchmarks/ch12.md`.) The cell below runs both
+# bpftool commands and prints the first line of what each said.
 
 # %%
 with Program(CLOSE_COUNT, cflags=[f"-DMARKER={marker}"]) as prog:
@@ -177,9 +208,11 @@ with Program(CLOSE_COUNT, cflags=[f"-DMARKER={marker}"]) as prog:
 # If two CPUs load the same old value, both store old + 1, and one count
 # is gone. There are two cures:
 #
-# * `__sync_fetch_and_add(c, 1)`: one atomic instruction (`lock xadd` on
-#   x86, after the JIT). Exact, but both CPUs write the same cache line,
-#   which has to move from one CPU's cache to the other at every update.
+# * `__sync_fetch_and_add(c, 1)`: one atomic add instruction (BPF's
+#   `BPF_ATOMIC` with `BPF_ADD`; the x86 JIT makes it a `lock add`, or a
+#   `lock xadd` when the program uses the old value). Exact, but both CPUs
+#   write the same cache line, which has to move from one CPU's cache to
+#   the other at every update.
 # * `BPF_PERCPU_ARRAY`: every CPU gets its own copy of the value. A program
 #   sees only its CPU's copy, and one run of a program is never interrupted
 #   by another run on the same CPU, so the plain `+=` is exact there. User
@@ -191,6 +224,22 @@ with Program(CLOSE_COUNT, cflags=[f"-DMARKER={marker}"]) as prog:
 
 # %%
 print(perfcases.COUNTER_C["plain +="])
+
+# %% [markdown]
+# We cannot dump the JIT's machine code here (section 12.2), but the
+# instructions after the verifier show how each program updates its
+# counter: the plain and per-CPU ones store back (opcode `0x7b`, a 64-bit
+# store) the value they loaded and added 1 to, the atomic one makes a single
+# atomic add (opcode `0xdb` with `BPF_ADD` in its `imm`, and no `BPF_FETCH`:
+# the old value is not used):
+
+# %%
+for name, src in perfcases.COUNTER_C.items():
+    with Program(src, cflags=[f"-DMARKER={marker}"]) as prog:
+        xl = prog_info(next(iter(prog.funcs.values())).fd).xlated
+    ops = [(xl[i], int.from_bytes(xl[i + 4:i + 8], "little")) for i in range(0, len(xl), 8)]
+    print(f"{name:9} 64-bit stores: {sum(op == 0x7b for op, _ in ops)}, "
+          f"atomic adds: {sum(op == 0xdb and imm == 0x00 for op, imm in ops)}")
 
 # %% tags=["nbval-ignore-output"]
 counts = perfcases.counters(calls=500_000, runs=5, cpus=CPUS)
@@ -665,7 +714,8 @@ for name, src in perfcases.COUNTER_C.items():
 #
 # * Measure before you optimise, with what works on the machine:
 #   `BPF_ENABLE_STATS` gives `run_time_ns` and `run_cnt` per program
-#   (`bpftool prog show` prints them); `bpftool prog profile` and JIT dumps
+#   (`bpftool prog show` prints them), at the price of two clock reads
+#   per run of every program while on; `bpftool prog profile` and JIT dumps
 #   depend on how bpftool was built, and hardware counters on the machine.
 # * A plain `+=` on a shared map value loses counts under concurrency. An
 #   atomic add is exact but bounces a cache line; a per-CPU map is exact and

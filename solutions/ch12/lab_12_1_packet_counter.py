@@ -35,7 +35,7 @@
 # * `x += 1` on a map value compiles to three instructions: load, add,
 #   store. Two CPUs that load the same old value both store old + 1: one
 #   count is lost. The chapter measured it.
-# * `__sync_fetch_and_add(&x, n)` is one atomic instruction (`lock xadd` on
+# * `__sync_fetch_and_add(&x, n)` is one atomic instruction (`lock add` on
 #   x86): no count is lost, but every CPU writes the same cache line, which
 #   then travels between CPUs at every update.
 # * A `BPF_PERCPU_ARRAY` gives each CPU its own copy of every value. A

@@ -23,7 +23,9 @@
 # the ring while nobody reads, and a paced stream read while it runs. In
 # every round, **received + lost = sent**, exactly. Each event carries the
 # pid and the CPU of the process that made the call, and the check
-# compares them with the processes it ran.
+# compares them with the processes it ran. It also reads the helpers your
+# loaded program calls: it must reserve and submit in the ring, not copy
+# an event in with `ringbuf_output`.
 #
 # **You will use:** `BPF_RINGBUF_OUTPUT`, `events.ringbuf_reserve`,
 # `events.ringbuf_submit`, `BPF_PERCPU_ARRAY`, `bpf_get_smp_processor_id`.

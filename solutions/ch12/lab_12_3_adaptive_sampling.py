@@ -23,12 +23,15 @@
 # `MARKER + 1`, over and over. Three phases:
 # 1. `every` fixed at 4 by the check: a quarter of the events are sampled,
 #    and a quarter of the samples are `MARKER`'s, as in the workload;
-# 2. a high rate (up to 100,000 calls/s) with a budget of 2,000 samples/s:
-#    the check calls your `next_every` 5 times a second with the rate it
-#    measured and writes the answer to `config`; the sample rate must stay
-#    within the budget (a factor of 2 either way, after the first 0.4 s) and
-#    your `estimate` of the calls of each kind must be within 15% of the truth;
-# 3. a low rate (1,000 calls/s, under the budget): every event is kept.
+# 2. a budget of 2,000 samples/s: the check asks your `next_every` at a few
+#    known rates, then runs 100,000 calls/s for 1.2 s, calls `next_every` 5
+#    times a second with the rate it measured and writes the answer to
+#    `config`. Each answer must keep the sample rate within the budget (at
+#    most 2x over, 4x under; 1 when the rate is under the budget), the
+#    kernel must keep about 1 event in `every`, and your `estimate` of the
+#    calls of each kind must be within 15% of the truth;
+# 3. at a rate under the budget, with your `next_every`'s answer in
+#    `config`: every event is kept.
 #
 # **You will use:** `bpf_get_prandom_u32`, `ringbuf_reserve`/`submit`, a
 # config map written from user space, weighted counts.

@@ -22,6 +22,12 @@ MUTANTS["12.2"] = [
      "events.ringbuf_reserve(sizeof(*e))", "events.ringbuf_reserve(sizeof(e))"),
     ("discards the event instead of submitting it",
      "events.ringbuf_submit(e, 0);", "events.ringbuf_discard(e, 0);"),
+    ("copies from the stack with ringbuf_output (counts its failures: same events, not zero copy)",
+     "    struct event *e = events.ringbuf_reserve(sizeof(*e));\n    if (!e) {",
+     "    struct event ev = {}, *e = &ev;\n    ev.fd = args->fd;\n"
+     "    ev.pid = bpf_get_current_pid_tgid() >> 32;\n    ev.cpu = bpf_get_smp_processor_id();\n"
+     "    if (events.ringbuf_output(&ev, sizeof(ev), 0) < 0) {",
+     "    events.ringbuf_submit(e, 0);\n", ""),
     ("lost_total reads CPU 0's slot only",
      'return sum(prog["lost"][0])', 'return prog["lost"][0][0]'),
     ("pid filled with bpf_get_current_uid_gid() (the uid: 0 for root)",
