@@ -21,15 +21,18 @@ for suite in ${suites[@]}; do
   # measures the injected delay live where the fq qdisc exists (not here);
   # the last suite runs the wrong kprobe variants, which only a kernel with
   # kprobes can reject, and the chapter 10 lab solutions (libbpf 1.5 there).
+  # Chapter 11 (BPF LSM): the first suite runs its notebook and lab solutions
+  # (both variants judged: LSM and fallback), the last its wrong LSM variants.
   # Every suite loads chapter 10's CO-RE object, built on the host's kernel,
   # and checks what it reads (tests/test_core_vm.py).
   read -ra all <<<"${suites[*]}"
   select="test_feature or test_expected or solution_passes and (5.1 or 5.2 or 5.3) or core_vm"
   notebooks=()
   if [ "$suite" = "${all[0]}" ] && [ -f notebooks/ch05_kprobes.ipynb ]; then
-    select="$select or solution_passes and 8.3 or ch05"; notebooks=(notebooks/ch05_kprobes.ipynb)
+    select="$select or solution_passes and 8.3 or ch05 or solution_passes and 11. or ch11"
+    notebooks=(notebooks/ch05_kprobes.ipynb notebooks/ch11_lsm.ipynb)
   fi
-  [ "$suite" = "${all[-1]}" ] && select="$select or wrong_kprobe_variant or solution_passes and 10."
+  [ "$suite" = "${all[-1]}" ] && select="$select or wrong_kprobe_variant or wrong_lsm_variant or solution_passes and 10."
   t0=$(date +%s)
   "$PY" vm/course_vm.py build --suite "$suite" || { status=1; continue; }
   t1=$(date +%s)

@@ -17,6 +17,7 @@ SOURCES = sorted((ROOT / "solutions").glob("ch*/lab_*.py"))
 PASS, FAIL = 0, 3
 MUTANTS = all_mutants()
 KPROBE_MUTANTS = all_mutants("kprobe")
+LSM_MUTANTS = all_mutants("lsm")
 
 
 def lab_id(src: Path) -> str:
@@ -87,8 +88,23 @@ def test_wrong_kprobe_variant_fails(src, mutant):
     assert r.returncode == FAIL, verdict(r)
 
 
-@pytest.mark.parametrize("src,mutant", KPROBE_CASES,
-                         ids=[f"{lab_id(s)}-{m[0][:40]}" for s, m in KPROBE_CASES])
+LSM_CASES = [(src, m) for src in SOURCES for m in LSM_MUTANTS.get(lab_id(src), [])]
+
+
+@needs_root
+@pytest.mark.parametrize("src,mutant", LSM_CASES,
+                         ids=[f"{lab_id(s)}-{m[0][:40]}" for s, m in LSM_CASES])
+def test_wrong_lsm_variant_fails(src, mutant):
+    """Only a kernel whose BPF LSM programs load judges the LSM variant (the course VM)."""
+    from ebpf_tutor import features
+    if not features.available("lsm"):
+        pytest.skip(f"needs BPF LSM ({features.reason('lsm')})")
+    r = run_mutant(src, mutant)
+    assert r.returncode == FAIL, verdict(r)
+
+
+@pytest.mark.parametrize("src,mutant", KPROBE_CASES + LSM_CASES,
+                         ids=[f"{lab_id(s)}-{m[0][:40]}" for s, m in KPROBE_CASES + LSM_CASES])
 def test_kprobe_mutant_applies(src, mutant):
     """Where they are skipped, their texts still must occur in the solution."""
     text = src.read_text()

@@ -9,6 +9,8 @@
 - cgroup   scratch cgroups; attach/detach cgroup programs on them only
 - prometheus  a real Prometheus server on loopback for a notebook or check
            (temporary config and data, dies with its owner), promtool's lint
+- attempts try actions (read a file, run a program, connect) from a fresh
+           process, inside or outside a scratch cgroup
 - sweep    removes what a killed run left behind
 
 XDP and TC attach only to interfaces made here, and cgroup programs only to

@@ -5,8 +5,9 @@ what a learner might have written instead, [more text, instead, ...]).
 Every mutant must make its lab's check fail; every text must occur in the
 solution verbatim (labrun.lab_program raises NotInLab otherwise, and the test fails).
 
-A module may also have KPROBE_MUTANTS, in the same form: wrong solutions
-that only a kernel with kprobes can expose (all_mutants("kprobe"))."""
+A module may also have KPROBE_MUTANTS and LSM_MUTANTS, in the same form:
+wrong solutions that only a kernel with kprobes, or with BPF LSM, can expose
+(all_mutants("kprobe"), all_mutants("lsm"))."""
 from __future__ import annotations
 
 import importlib
@@ -14,7 +15,7 @@ import pkgutil
 
 
 def all_mutants(kind: str = "") -> dict[str, list[tuple[str, ...]]]:
-    """Lab id -> its mutants; kind="kprobe" gives the KPROBE_MUTANTS."""
+    """Lab id -> its mutants; kind="kprobe" gives the KPROBE_MUTANTS, "lsm" the LSM_MUTANTS."""
     attr = f"{kind.upper()}_MUTANTS" if kind else "MUTANTS"
     found: dict[str, list[tuple[str, ...]]] = {}
     for mod in pkgutil.iter_modules(__path__):
