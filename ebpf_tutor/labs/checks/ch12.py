@@ -157,14 +157,15 @@ def _helpers_called(prog) -> set[str] | None:
     if len(addr) < len(wanted) or not addr["__bpf_call_base"]:
         return None
     by_imm = {v - addr["__bpf_call_base"]: k for k, v in addr.items()}
-    called = set()
+    called, calls = set(), 0
     for fn in prog.funcs.values():
         x = prog_info(fn.fd).xlated
         for i in range(0, len(x) - 7, 8):
             code, _regs, _off, imm = struct.unpack_from("<BBhi", x, i)
-            if code == 0x85 and imm in by_imm:          # BPF_JMP | BPF_CALL
-                called.add(by_imm[imm])
-    return called
+            if code == 0x85 and imm:                    # BPF_JMP | BPF_CALL
+                calls += 1
+                called.add(by_imm.get(imm, ""))
+    return called if calls else None     # no raw imm: the kernel hid the addresses
 
 
 class _Collector:
