@@ -271,17 +271,27 @@ OFF_BY_ONE = r"""
 struct hist { u64 slots[16]; };
 BPF_ARRAY(hist, struct hist, 1);
 int bucket(struct bpf_raw_tracepoint_args *ctx) {
+// BEGIN SOLUTION
+#if 0
+// END SOLUTION
     u32 slot = ctx->args[0];
+// BEGIN SOLUTION
+#endif
+    u64 slot = ctx->args[0];     /* no 32-bit copy: checked in the register that indexes */
+// END SOLUTION
     int zero = 0;
     struct hist *h = hist.lookup(&zero);
     if (!h)
         return 0;
+// BEGIN SOLUTION
+#if 0
+// END SOLUTION
     if (slot > 16)
+// BEGIN SOLUTION
+#endif
+    if (slot >= 16)
+// END SOLUTION
         return 0;
-    // BEGIN SOLUTION
-    if (slot == 16)
-        return 0;
-    // END SOLUTION
     __sync_fetch_and_add(&h->slots[slot], 1);
     return 0;
 }
@@ -555,6 +565,9 @@ int bucket(struct bpf_raw_tracepoint_args *ctx) {
 # * Indexes and sizes: unsigned (a signed index is sign-extended in a way the
 #   verifier cannot follow), and compared against the real size
 #   (`slot < 16`, not `slot <= 16`); clamp a size before a helper call.
+# * A `u32` copy of a 64-bit argument is compared in one register and used
+#   from another, so the verifier may not connect the check with the
+#   access: keep such an index 64-bit (`u64 slot = ctx->args[0];`).
 # * A ring-buffer reservation must be submitted or discarded on every path.
 # * More than 512 bytes: reserve the record in the ring buffer instead.
 # * A GPL-only helper in a proprietary program: find a helper that is not

@@ -32,7 +32,8 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "    if (!n) {\n        u64 one = 1;\n        watched.update(&key, &one);\n        return 0;\n    }\n"
          "    __sync_fetch_and_add(n, 1);"),
         ("histogram bound left one slot too loose (loads only if masked: counts slot 16 into 0)",
-         "    if (slot == 16)\n        return 0;\n", "    slot &= 15;\n"),
+         "#endif\n    if (slot >= 16)\n        return 0;\n",
+         "#endif\n    if (slot > 16)\n        return 0;\n    slot &= 15;\n"),
         ("the ring-buffer record for a zero is submitted instead of discarded",
          "events.ringbuf_discard(e, 0);", "e->value = 0;\n        events.ringbuf_submit(e, 0);"),
         ("the license changed to GPL instead of using a non-GPL helper",
