@@ -60,15 +60,19 @@
 # function `bpf_lsm_<hook>()`, described in BTF; a BPF LSM program attaches
 # to one of them through a BPF trampoline, the machinery fentry programs
 # use (Chapter 5), and returns 0 to allow or a negative errno to refuse.
-# Because it is a trampoline, the program sees the hook's arguments typed:
+# Nothing else: Linux 6.12's verifier rejects a program that may return a
+# value outside [-4095, 0]; 6.1 loads it, and the kernel code that called
+# the hook, written for 0 or an errno, misreads a positive value. Because
+# it is a trampoline, the program sees the hook's arguments typed:
 # `file->f_inode->i_ino` reads straight through.
 #
 # Two conditions must hold: the kernel is built with `CONFIG_BPF_LSM=y`,
 # and `bpf` is in the list of active LSMs: `CONFIG_LSM` at build time, or
 # `lsm=` on the kernel command line, which replaces it. Debian's 6.1 and
-# 6.12 kernels meet both; the course VM names the list on its command line
-# anyway (`lsm=...,bpf`). A third is easy to miss: the kernel must let BPF
-# trampolines hook its functions, which the CI machine's kernel refuses.
+# 6.12 kernels are built with `CONFIG_BPF_LSM=y`, and the course VM puts
+# `bpf` in the list on its command line (`lsm=...,bpf`). A third is easy to
+# miss: the kernel must let BPF trampolines hook its functions, which the
+# CI machine's kernel refuses.
 
 # %%
 import ctypes
@@ -122,7 +126,8 @@ for name in ["lsm", "tracepoints", "cgroup programs"]:
 #
 # 1. it acts only for processes whose cgroup is a fresh
 #    `ScratchCgroup` (`bpf_get_current_cgroup_id()` is the id of the
-#    caller's cgroup v2, the inode number of its directory);
+#    caller's cgroup v2, the inode number of its directory; the caller's
+#    cgroup itself, not its ancestors);
 # 2. it names only objects made for the purpose: a fresh file, a fresh copy
 #    of a program, a port the kernel chose.
 #
@@ -149,8 +154,11 @@ def show(who: str, action: str, result: str, how: str) -> None:
 # number are written into the text, the way BCC's tools take `-p PID`
 # (Lab 11.1 makes them data, in maps).
 #
-# `ret` is what the BPF LSM programs that ran before this one on the same
-# hook decided: keep a refusal rather than overrule it.
+# `ret`, the last argument, is the answer of the BPF LSM programs that ran
+# before this one on the same hook; the kernel's documentation asks you to
+# pass a refusal on. In practice it is always 0: the trampoline stops at the
+# first program that refuses, so a later one runs only when all said 0.
+# The test costs nothing and keeps the program correct if that changes.
 
 # %%
 FILE_LSM = r"""
@@ -173,10 +181,14 @@ LSM_PROBE(file_open, struct file *file, int ret) {
 # the `sys_enter_openat` tracepoint, where the kernel has done nothing yet:
 # the only thing to compare is the **path string** the process passed
 # (copied from its memory), and the only way to stop it is
-# `bpf_send_signal(SIGKILL)`. The call still runs (a call that blocks may
-# be cut short), and the signal is delivered when it returns to user space:
-# the process never sees what it opened. The path
-# sits in a one-entry map, since C in BPF has no string comparison.
+# `bpf_send_signal(SIGKILL)`. That is detection followed by a kill, not a
+# refusal: the call still runs to the end (a call that blocks may be cut
+# short), and the signal is delivered as the thread returns to user space.
+# That thread never sees what it opened, but until then the file is open,
+# in a descriptor table its other threads share. Calls that never pass
+# this tracepoint are not seen at all: the older `open()`, `io_uring`'s
+# open requests. The path sits in a one-entry map, since C in BPF has no
+# string comparison.
 
 # %%
 FILE_FALLBACK = r"""
@@ -244,21 +256,23 @@ show("outside", "read secret.txt", outside[0], how)
 # A second name for the same file walks past it: a hard link, a symbolic
 # link, a relative path (`../x/secret.txt`), `/proc/self/cwd/...`. And
 # because the kill arrives after the call, the call's side effects happen:
-# `touch` opens with `O_CREAT`, so a file it was forbidden to open still
-# gets created. Both runs below use the fallback, on any kernel:
+# `tee diary.txt` opens its file with `O_TRUNC` before it reads a byte, so
+# a guarded file is emptied by the process that is killed for opening it.
+# Both runs below use the fallback, on any kernel, so their raw results
+# are printed as they are:
 
 # %%
-fresh = work / "forbidden-new.txt"
+diary = work / "diary.txt"
+diary.write_text("dear diary\n")
 with ScratchCgroup("fallback") as cg:
     with file_fallback(cg, secret):
         by_name, by_link = attempts([("read", str(secret)), ("read", str(alias))], cg)
-    with file_fallback(cg, fresh):
-        touched = attempts([("run", shutil.which("touch"), str(fresh))], cg)[0]
-how = "sys_enter_openat + SIGKILL"
-show("inside", "read secret.txt", by_name, how)
-show("inside", "read alias.txt (hard link)", by_link, how)
-show("inside", "touch forbidden-new.txt", touched, how)
-print(f"forbidden-new.txt exists afterwards: {fresh.exists()}")
+    with file_fallback(cg, diary):
+        teed = attempts([("run", shutil.which("tee"), str(diary))], cg)[0]
+print(f"inside   read secret.txt              -> {by_name}")
+print(f"inside   read alias.txt (hard link)   -> {by_link}")
+print(f"inside   tee diary.txt                -> {teed}")
+print(f"diary.txt afterwards: {diary.stat().st_size} bytes")
 
 # %% [markdown]
 # The LSM program decides on the inode, after the path was resolved, so
@@ -429,9 +443,9 @@ show("outside", "connect to the blocked port", outside[0], how)
 # |---|---|---|---|
 # | where | over 200 security hooks | a few points: sockets, devices, sysctls | any tracepoint |
 # | sees | the kernel's objects (inode, binprm, socket), typed | a context struct per hook | what the tracepoint passes: often user pointers and names |
-# | scope | the whole machine: filter by cgroup yourself | the cgroup it is attached to and its descendants | the whole machine: filter yourself |
+# | scope | the whole machine: filter by cgroup yourself (or `lsm_cgroup`, below) | the cgroup it is attached to and its descendants | the whole machine: filter yourself |
 # | verdict | an errno; the caller carries on | allow, or an errno | none: the process is killed after the call |
-# | side effects of a stopped call | none | none | happen (`O_CREAT` created the file) |
+# | side effects of a stopped call | none | none | happen (`O_TRUNC` emptied the file) |
 # | needs | `CONFIG_BPF_LSM`, `bpf` in `lsm=`, BPF trampolines | cgroup v2 | tracepoints |
 #
 # The fallbacks are real, and a production agent uses them where BPF LSM is
@@ -445,6 +459,14 @@ show("outside", "connect to the blocked port", outside[0], how)
 # the kernel's 15 characters: `socket_connect`, `bprm_check_secu`), and
 # `bpftool cgroup tree` shows the cgroup programs with the cgroup they sit
 # on.
+#
+# Linux 6.0 added a second flavour of BPF LSM program, `lsm_cgroup`
+# (libbpf: `SEC("lsm_cgroup/socket_connect")`): it is attached to a cgroup
+# like the programs of Chapter 9, the kernel runs it only for that cgroup
+# and its descendants (for hooks on a socket, the socket's cgroup), and,
+# like them, it returns 1 to allow and 0 to
+# refuse (`bpf_set_retval` picks the errno). BCC 0.26's `LSM_PROBE` loads
+# only the machine-wide flavour, which is why this chapter filters by id.
 
 # %% [markdown]
 # Here, with the firewall of 11.6 loaded once more: in the VM, `bpftool`
@@ -480,8 +502,9 @@ with ScratchCgroup("bpftool") as cg:
 # ## 11.8 Landlock and seccomp
 #
 # Two other kernel mechanisms confine processes, and both work
-# **without privileges**, which BPF LSM does not: loading any BPF LSM
-# program takes root, and the program then applies to the whole machine.
+# **without privileges**, which BPF LSM does not: loading a BPF LSM
+# program takes capabilities an ordinary process lacks (root, in this
+# course), and the program then applies to the whole machine.
 #
 # * **seccomp** filters system calls by number and by the **values** of
 #   their arguments, with a classic BPF program that the process installs on
@@ -570,9 +593,11 @@ for path in [secret, Path("/etc/passwd")]:
 # %% [markdown]
 # The process refused itself the file (`EACCES`, "Permission denied"),
 # with no privilege at all; nobody else did. Note what it could not have
-# written: "only for the processes of that container", "this program's
-# inode, under any name", "port 4444 for that service only". Those are BPF
-# LSM's.
+# written: a rule for processes that never asked for one ("every process
+# of that container"); "everything but this one file" (Landlock only
+# grants: what no rule grants is refused); a decision on anything but a
+# file hierarchy or a TCP port (the socket's address, a UDP destination,
+# the cgroup). Those are BPF LSM's.
 
 # %%
 shutil.rmtree(work)
@@ -590,7 +615,8 @@ shutil.rmtree(work)
 #   both sides, inside (stopped) and outside (untouched).
 # * Where BPF LSM cannot load, cgroup programs enforce at their few hooks,
 #   and tracepoints with `bpf_send_signal(SIGKILL)` detect and kill: after
-#   the call, by name, with its side effects done.
+#   the call, by name, with its side effects done, and blind to calls that
+#   take another way in.
 # * seccomp and Landlock are unprivileged and self-imposed; BPF LSM is
 #   privileged and imposed from outside, on any hook and any object.
 #
@@ -614,7 +640,7 @@ shutil.rmtree(work)
 #
 # 1. The `open()` (or `openat()`) call fails with `EPERM`, and the process
 #    goes on: it can handle the error. With the fallback the call itself
-#    succeeds (the file is opened, created if `O_CREAT` asked for it), and
+#    succeeds (the file is opened, emptied if `O_TRUNC` asked for it), and
 #    the process is killed by `SIGKILL` on its way back to user space.
 # 2. The fallback compares the path string the process passed
 #    (`/proc/self/cwd/secret.txt`), which is not the string in its map. The
@@ -631,7 +657,8 @@ shutil.rmtree(work)
 #    the ancestors as well: `bpf_get_current_ancestor_cgroup_id(level)`, for
 #    the level of the guarded cgroup, where the kernel offers that helper to
 #    the program type, or record the guarded cgroup's descendants as they
-#    appear.
+#    appear. An `lsm_cgroup` program (Linux 6.0, libbpf) gets this from
+#    the kernel, as cgroup programs do.
 # 5. A seccomp filter sees the system call's arguments as numbers; a path
 #    is a pointer into the process's memory, which the filter may not
 #    follow. If it could, another thread of the process could change the

@@ -47,7 +47,10 @@
 #   BPF LSM program: the hook's arguments, then `ret`, what the BPF LSM
 #   programs that ran before this one decided (0 when none refused). Return
 #   0 to allow, a negative errno to refuse: the `open()` then fails with
-#   that errno. BCC attaches it when the program loads. Pointers are typed
+#   that errno. Never a positive value: Linux 6.12's verifier rejects a
+#   program that may return one, and 6.1, which does not check, hands it to
+#   kernel code written for 0 or an errno. BCC attaches it when the program
+#   loads. Pointers are typed
 #   (BTF), so `file->f_inode->i_ino` reads straight through.
 # * `bpf_get_current_cgroup_id()` is the id of the current process's cgroup
 #   v2, the inode number of its directory (`ScratchCgroup.id`).
@@ -57,7 +60,8 @@
 #   after the string are zeros in every key); there is no inode yet.
 #   `bpf_send_signal(9)` marks the process for death; the call still runs,
 #   but the process dies before it returns to user space, so it never sees
-#   what it opened.
+#   what it opened. This is detection with a kill, not a refusal: what the
+#   call did is done (`O_CREAT` created the file, `O_TRUNC` emptied it).
 
 # %%
 import tempfile

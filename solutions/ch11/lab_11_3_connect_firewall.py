@@ -39,7 +39,10 @@
 # * `socket_connect(struct socket *sock, struct sockaddr *address, int
 #   addrlen)` runs for every `connect()`, whatever the family. Check
 #   `address->sa_family == AF_INET` before you read it as a `struct
-#   sockaddr_in`; `sin_port` is in network byte order.
+#   sockaddr_in`; `sin_port` is in network byte order. Like every BPF LSM
+#   program it returns 0 to allow or a negative errno to refuse, never 1:
+#   Linux 6.12's verifier rejects a program that may return a value outside
+#   [-4095, 0]; 6.1 loads it, and `connect()` returns 1 without connecting.
 # * A `cgroup/connect4` program runs only for IPv4 `connect()` calls made by
 #   processes in the cgroup it is attached to (and its descendants): the
 #   kernel does the cgroup test for you. Return 1 to allow, 0 to refuse;

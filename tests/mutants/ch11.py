@@ -19,6 +19,10 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "        bpf_send_signal(9);", "        bpf_send_signal(15);"),
         ("reads the path as kernel memory: it lives in the caller's memory",
          "bpf_probe_read_user_str(&key.name", "bpf_probe_read_kernel_str(&key.name"),
+        ("watches the older open(2) only; programs open files with openat(2)",
+         "TRACEPOINT_PROBE(syscalls, sys_enter_openat) { return watch(args->filename); }\n"
+         "TRACEPOINT_PROBE(syscalls, sys_enter_openat2) { return watch(args->filename); }",
+         "TRACEPOINT_PROBE(syscalls, sys_enter_open) { return watch(args->filename); }"),
     ],
     "11.2": [
         ("kills the program everywhere, not only in a guarded cgroup",
@@ -63,5 +67,9 @@ LSM_MUTANTS: dict[str, list[tuple[str, ...]]] = {
          "    u16 port = bpf_ntohs(sin->sin_port);", "    u16 port = sin->sin_port;"),
         ("refuses with EPERM, not ECONNREFUSED",
          "        return -ECONNREFUSED;", "        return -EPERM;"),
+        # Safe on 6.1 for this hook only: connect() returns 1 before it
+        # connects, and the check sees a connection. 6.12 refuses to load it.
+        ("returns 1 to refuse (the cgroup programs' convention), not an errno",
+         "        return -ECONNREFUSED;", "        return 1;"),
     ],
 }
