@@ -319,6 +319,19 @@ def test_relocation_lines_name_the_kernel_offsets(test_object):
 
 
 @needs_root
+def test_relocation_lines_survive_a_bcc_load_in_between(test_object):
+    """BCC sets libbpf's print callback whenever it loads a program: a capture
+    after a BCC load must still hear libbpf (it heard nothing in a full run)."""
+    from ebpf_tutor import Program
+    with opened(test_object) as obj:
+        assert obj.relocations()
+    with Program("int f(void *ctx) { return 0; }") as p:
+        p.load_func("f", 17)                      # BCC's load sets its own callback
+    with opened(test_object) as obj:
+        assert obj.relocations()
+
+
+@needs_root
 def test_a_verifier_log_longer_than_any_fixed_buffer_is_kept_whole():
     """libbpf prints a failed load's whole verifier log as one message: here
     about 30 KB, and the error at its end is the one explained."""

@@ -117,7 +117,7 @@ def _declare_object_api(lib: ct.CDLL) -> None:
     ring-buffer calls (pointers to libbpf's structs are opaque c_void_p)."""
     fd, ptr, u32, s = ct.c_int, ct.c_void_p, ct.c_uint32, ct.c_char_p
     sig = {   # name: (return type, argument types)
-        "libbpf_set_print": (ptr, [PRINT_FN]),
+        "libbpf_set_print": (ptr, [ptr]),        # a PRINT_FN, or the one it returned
         "libbpf_major_version": (u32, []), "libbpf_minor_version": (u32, []),
         "bpf_object__open_file": (ptr, [s, ct.POINTER(ObjectOpenOpts)]),
         "bpf_object__open_mem": (ptr, [ptr, ct.c_size_t, ct.POINTER(ObjectOpenOpts)]),
@@ -206,20 +206,23 @@ def _print(level: int, fmt: bytes, args: int) -> int:
 
 
 _PRINT = PRINT_FN(_print)     # kept alive for as long as libbpf may call it
-_print_installed = False
+_PRINT_ADDR = ct.cast(_PRINT, ct.c_void_p)
 
 
 @contextlib.contextmanager
 def capture_log(log: Log | None = None) -> Iterator[Log]:
     """Collect every libbpf message, debug level included, printed inside the
-    block (into `log` if given, so one log can gather several calls)."""
-    global _print_installed
-    if not _print_installed:
-        libbpf().libbpf_set_print(_PRINT)
-        _print_installed = True
+    block (into `log` if given, so one log can gather several calls).
+
+    The callback is set at the start of every outermost block, and the one
+    before it put back at the end: BCC sets its own whenever it loads a
+    program, so a callback set once would go deaf after BCC's first load."""
     log = log if log is not None else Log()
+    previous = libbpf().libbpf_set_print(_PRINT_ADDR) if not _captures else None
     _captures.append(log)
     try:
         yield log
     finally:
         _captures.remove(log)
+        if not _captures:
+            libbpf().libbpf_set_print(previous)
