@@ -210,7 +210,7 @@ def probe_lsm() -> str:
     if lsm.exists() and "bpf" not in lsm.read_text():
         raise RuntimeError(f"'bpf' is not in the active LSMs ({lsm.read_text().strip()})")
     from .program import Program
-    with Program("#include <linux/fs.h>\nBPF_ARRAY(n, u64, 1);\n"
+    with Program("struct file;\nBPF_ARRAY(n, u64, 1);\n"
                  "LSM_PROBE(file_open, struct file *file) { n.increment(0); return 0; }") as p:
         hits = _count_after(p, "n", lambda: open("/proc/self/stat").close())
     return f"lsm/file_open attached, counted {hits} opens"
