@@ -450,6 +450,9 @@ UNINIT_STACK = r"""
 #include <uapi/linux/udp.h>
 struct flow { u32 daddr; u16 dport; u8 proto; };
 BPF_HASH(flows, struct flow, u64);
+// BEGIN SOLUTION
+BPF_PERCPU_ARRAY(scratch, struct flow, 1);
+// END SOLUTION
 int count_flows(struct xdp_md *ctx) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
@@ -458,10 +461,10 @@ int count_flows(struct xdp_md *ctx) {
     struct udphdr *udp = (void *)(ip + 1);
     if ((void *)(udp + 1) > data_end || eth->h_proto != htons(ETH_P_IP) || ip->protocol != 17)
         return XDP_PASS;
+// BEGIN SOLUTION
+#if 0
+// END SOLUTION
     struct flow f;
-    // BEGIN SOLUTION
-    __builtin_memset(&f, 0, sizeof(f));   /* the padding byte too: it is part of the key */
-    // END SOLUTION
     f.daddr = ip->daddr;
     f.dport = ntohs(udp->dest);
     f.proto = ip->protocol;
@@ -471,6 +474,23 @@ int count_flows(struct xdp_md *ctx) {
         __sync_fetch_and_add(n, 1);
     else
         flows.update(&f, &one);
+// BEGIN SOLUTION
+#endif
+    int zero = 0;
+    struct flow *f = scratch.lookup(&zero);   /* a map value: all 8 bytes are initialised */
+    if (!f)
+        return XDP_PASS;
+    __builtin_memset(f, 0, sizeof(*f));       /* the padding byte too: it is part of the key */
+    f->daddr = ip->daddr;
+    f->dport = ntohs(udp->dest);
+    f->proto = ip->protocol;
+    u64 one = 1;
+    u64 *n = flows.lookup(f);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    else
+        flows.update(f, &one);
+// END SOLUTION
     return XDP_PASS;
 }
 """
@@ -496,7 +516,7 @@ int sum_first(struct bpf_raw_tracepoint_args *ctx) {
 #endif
     for (u32 i = 0; i < 64; i++) {   /* a constant bound the verifier can see */
         if (i >= n)
-            break;
+            continue;                /* not break: see hint 2 */
 // END SOLUTION
         u32 key = i;
         u64 *v = table.lookup(&key);
@@ -553,13 +573,20 @@ int bucket(struct bpf_raw_tracepoint_args *ctx) {
 #
 # * A lookup may return NULL: `if (!p) return 0;` before using `p`.
 # * Loops need a bound the verifier can see: a constant (`i < 64`), then
-#   `if (i >= n) break;` inside. Clamping `n` first is not enough on its own:
-#   clang turns `i < n` into `i != n`, and the verifier learns nothing from `!=`.
+#   `if (i >= n) continue;` inside. Clamping `n` first is not enough, nor is
+#   `break`: clang folds either into one exit test `i != min(n, 64)`, and
+#   older verifiers (6.1) learn nothing from `!=` and walk on past 64.
 # * A lookup's result may be NULL: check it *before* computing an address
 #   from it (`&h->slots[i]`), not after.
-# * A struct used as a map key must be fully written, padding included:
-#   `__builtin_memset(&key, 0, sizeof(key))` first. Root may read
-#   uninitialised stack; a loader without `CAP_PERFMON` may not.
+# * A struct used as a map key must be fully written, padding included.
+#   Root may read uninitialised stack; a loader without `CAP_PERFMON` may
+#   not. `__builtin_memset(&key, 0, sizeof(key))` before the fields works on
+#   new kernels, but 6.1 rejects it and every other way of writing the key
+#   on the stack we tried ("attempt to corrupt spilled pointer on stack":
+#   without `CAP_PERFMON` it refuses a partial write into a stack slot that
+#   holds a stored register). Portable: build the key
+#   in a per-CPU array value (`BPF_PERCPU_ARRAY(scratch, struct flow, 1)`):
+#   every byte of a map value is initialised; zero it, then write the fields.
 # * Packet reads need `if ((void *)(hdr + 1) > data_end)` first, and again
 #   after any helper that moves the packet (`bpf_xdp_adjust_head`).
 # * Indexes and sizes: unsigned (a signed index is sign-extended in a way the

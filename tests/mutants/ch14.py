@@ -46,8 +46,8 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
         ("the loop bound one short: the 64th entry is never summed",
          "    for (u32 i = 0; i < 64; i++) {", "    for (u32 i = 0; i < 63; i++) {"),
         ("the key zeroed after its fields are written: every flow counts under one key",
-         "    f.proto = ip->protocol;\n",
-         "    f.proto = ip->protocol;\n    __builtin_memset(&f, 0, sizeof(f));\n"),
+         "    f->proto = ip->protocol;\n",
+         "    f->proto = ip->protocol;\n    __builtin_memset(f, 0, sizeof(*f));\n"),
         ("a missing group is created instead of ignored",
          "    if (!h)\n        return 0;\n    u64 *p = &h->slots[slot];",
          "    if (!h) {\n        struct hist z = {};\n        hist.update(&group, &z);\n"
