@@ -16,15 +16,13 @@ exactly these calls and nobody else's.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import random
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .overhead import cache_dir
+from .overhead import compiled_c
 
 HAMMER_C = r"""
 #define _GNU_SOURCE
@@ -139,21 +137,8 @@ def new_marker(rng: random.Random | None = None) -> int:
 
 @functools.cache
 def hammer_binary() -> Path:
-    """HAMMER_C compiled with `cc -O2`, cached under a name made from its source."""
-    digest = hashlib.sha256(HAMMER_C.encode()).hexdigest()[:12]
-    binary = cache_dir() / f"hammer-{os.uname().machine}-{digest}"
-    if binary.exists():
-        return binary
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=binary.parent) as tmp:
-        (Path(tmp) / "hammer.c").write_text(HAMMER_C)
-        try:
-            subprocess.run(["cc", "-O2", "-o", f"{tmp}/hammer", f"{tmp}/hammer.c"],
-                           check=True, capture_output=True, text=True)
-        except FileNotFoundError:
-            raise RuntimeError("the workload needs a C compiler: `cc` was not found") from None
-        os.replace(f"{tmp}/hammer", binary)
-    return binary
+    """HAMMER_C, compiled once per source and machine (overhead.compiled_c)."""
+    return compiled_c("hammer", HAMMER_C)
 
 
 def usable_cpus() -> list[int]:

@@ -64,24 +64,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ebpf-tutor"
 
 
-@functools.cache
-def loop_binary() -> Path:
-    """LOOP_C compiled with `cc -O2`, kept in cache_dir() under a name made
-    from the source and the machine, so a run compiles it only if it changed."""
-    digest = hashlib.sha256(LOOP_C.encode()).hexdigest()[:12]
-    binary = cache_dir() / f"syscall-loop-{os.uname().machine}-{digest}"
+def compiled_c(stem: str, source: str) -> Path:
+    """`source` compiled with `cc -O2`, kept in cache_dir() under a name made
+    from `stem`, the machine and the source, so a run compiles it only if it
+    changed."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    binary = cache_dir() / f"{stem}-{os.uname().machine}-{digest}"
     if binary.exists():
         return binary
     binary.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=binary.parent) as tmp:
-        (Path(tmp) / "loop.c").write_text(LOOP_C)
+        (Path(tmp) / f"{stem}.c").write_text(source)
         try:
-            subprocess.run(["cc", "-O2", "-o", f"{tmp}/loop", f"{tmp}/loop.c"],
+            subprocess.run(["cc", "-O2", "-o", f"{tmp}/{stem}", f"{tmp}/{stem}.c"],
                            check=True, capture_output=True, text=True)
         except FileNotFoundError:
-            raise RuntimeError("timing needs a C compiler: `cc` was not found") from None
-        os.replace(f"{tmp}/loop", binary)      # atomic: other runs see all or nothing
+            raise RuntimeError(f"{stem} needs a C compiler: `cc` was not found") from None
+        os.replace(f"{tmp}/{stem}", binary)      # atomic: other runs see all or nothing
     return binary
+
+
+@functools.cache
+def loop_binary() -> Path:
+    """LOOP_C, compiled once per source and machine (compiled_c)."""
+    return compiled_c("syscall-loop", LOOP_C)
 
 
 def run_loop(syscall: str, calls: int, rounds: int = ROUNDS) -> float:

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from .. import errors
+from . import headers
 from .btf import VMLINUX
 
 ARCH_DEFINES = {"x86_64": "x86", "aarch64": "arm64", "arm64": "arm64", "s390x": "s390",
@@ -34,8 +35,8 @@ MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
 
 
 def cache_dir() -> Path:
-    """Where generated headers live: $EBPF_TUTOR_CACHE, else /var/cache/ebpf-tutor."""
-    return Path(os.environ.get("EBPF_TUTOR_CACHE", "/var/cache/ebpf-tutor")) / "vmlinux"
+    """Where generated headers live: the headers' cache, in `vmlinux/`."""
+    return headers.cache_dir() / "vmlinux"
 
 
 def btf_hash(path: Path = VMLINUX) -> str:
