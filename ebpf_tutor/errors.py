@@ -234,25 +234,6 @@ def _line_of_function(source: str, func: str) -> int:
     return 0
 
 
-_IMPLICIT = re.compile(r"main\.c:\d+:(\d+): warning: implicit declaration of function '(\w+)'.*\n(.*)")
-
-
-def undeclared_call(warnings: str, source: str) -> CompileError | None:
-    """A load that failed after clang warned about an undeclared function is
-    a compile error: BPF has no linker, so a call to a function nobody
-    defined (a misspelt or too new helper) can never work."""
-    m = _IMPLICIT.search(warnings)
-    if not m:
-        return None
-    col, name, echoed = int(m.group(1)), m.group(2), m.group(3)
-    line = _find_line(source, echoed)
-    hint = (f"'{name}' is declared nowhere: check its spelling against the helper list "
-            "(`man bpf-helpers`), and whether this BCC and kernel know it")
-    return CompileError(f"call to undeclared function '{name}'",
-                        where=f"line {line}, column {col} of your program" if line else "",
-                        excerpt=excerpt(source, line, col) if line else "", hint=hint)
-
-
 def _compile_hint(msg: str) -> str:
     for pattern, text in _COMPILE_HINTS:
         m = re.search(pattern, msg)

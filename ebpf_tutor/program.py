@@ -31,7 +31,7 @@ COMPAT_H = Path(__file__).with_name("compat.h")
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 _live: "weakref.WeakSet[Program]" = weakref.WeakSet()
 _headers_checked = False
-_prechecked: dict[str, str] = {}     # text+flags digest -> the warnings of a compile that survived
+_prechecked: set[str] = set()        # text+flags digests of compiles that survived
 PRECHECK_TIMEOUT = 120.0             # seconds; a compile of the biggest headers takes 2
 RELOG_SIZE = 1 << 22                 # bytes of verifier log asked for when BCC gave none
 
@@ -91,17 +91,16 @@ def in_notebook_kernel() -> bool:
     return type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def precheck_compile(text: str, cflags: list[str]) -> str:
+def precheck_compile(text: str, cflags: list[str]) -> None:
     """Compile `text` once in a forked child, so that a compiler that aborts
     the whole process (LLVM's fatal errors: a stack over 512 bytes, too many
     arguments to bpf_trace_printk) takes the child down, not the notebook.
 
-    Raises CompileError if the child died; returns the child's warnings about
-    implicitly declared functions (used to explain a later failed load).
-    A source that already survived once (same flags) is not compiled again."""
+    Raises CompileError if the child died. A source that already survived
+    once (same flags) is not compiled again."""
     key = hashlib.sha256(repr((text, cflags)).encode()).hexdigest()
     if key in _prechecked:
-        return _prechecked[key]
+        return
     lib = bcc_lib()
     flags = list(cflags)
     argv = (ct.c_char_p * len(flags))(*[f.encode() for f in flags])
@@ -135,11 +134,8 @@ def precheck_compile(text: str, cflags: list[str]) -> str:
     if not said:
         raise errors.fatal_compile_error(output, text, os.waitstatus_to_exitcode(status),
                                          bcc_line_offset(cflags))
-    warnings = "\n".join(ln for ln in output.splitlines() if "implicit declaration" in ln
-                         or ln.startswith(" "))
     if said == b"ok":
-        _prechecked[key] = warnings
-    return warnings
+        _prechecked.add(key)
 
 
 DEBUG_SOURCE = 0x8                   # BCC's debug flag: a listing with the source interleaved
@@ -228,7 +224,8 @@ class Program(BPF):
         flags = default_cflags() + list(cflags)
         if precheck is None:          # where a crash would lose a learner's state
             precheck = in_notebook_kernel()
-        self._implicit = precheck_compile(text, flags) if precheck else ""
+        if precheck:
+            precheck_compile(text, flags)
         with capture_stderr() as cap:
             try:
                 super().__init__(text=text, cflags=flags, **kwargs)
@@ -252,7 +249,7 @@ class Program(BPF):
             stderr = self._verifier_log(fn, prog_type, device, attach_type) or stderr
         if errors.has_verifier_log(stderr) and not re.search(r"^; .* @ \S*main\.c:\d+$", stderr, re.M):
             stderr = annotate_log(stderr, self.source_lines(fn))
-        raise _translate(failure, stderr, self.source, fn, self._implicit) from None
+        raise _translate(failure, stderr, self.source, fn) from None
 
     def source_lines(self, fn: str) -> dict[int, tuple[str, int]]:
         """Instruction index -> (source text, line of BCC's main.c) for the
@@ -384,15 +381,11 @@ def close_all() -> int:
     return len(progs)
 
 
-def _translate(e: Exception, stderr: str, source: str, func: str,
-               implicit: str = "") -> errors.BpfError:
+def _translate(e: Exception, stderr: str, source: str, func: str) -> errors.BpfError:
     msg = str(e)
     if "Failed to compile" in msg:
         return errors.compile_error(stderr, source)
     if "Failed to load BPF program" in msg or "super-user" in msg:
-        undeclared = errors.undeclared_call(implicit, source)
-        if undeclared is not None:
-            return undeclared
         return errors.load_error(msg, stderr, source, func or "the program")
     if "Failed to attach" in msg or "Failed to open" in msg:
         return _attach_error(e, stderr)
