@@ -73,7 +73,9 @@ def _row(cls: str, name: str) -> str:
 
 KINDS = {"test_solution_passes": "solution", "test_untouched_starter_fails": "starter",
          "test_wrong_solution_fails": "wrong",     # the tests of tests/test_labs.py
-         "test_wrong_kprobe_variant_fails": "wrong kprobe"}
+         "test_wrong_kprobe_variant_fails": "wrong kprobe",
+         "test_wrong_lsm_variant_fails": "wrong LSM"}
+VARIANTS = {"wrong kprobe": "kprobes", "wrong LSM": "BPF LSM"}   # run where the feature is
 
 
 def _kind(name: str) -> str:
@@ -98,24 +100,25 @@ def verdict(results: list[tuple[str, str, str]], how: str) -> str:
         reason = results[0][1].replace("|", "/")[:80]
         return f"skipped ({reason})" if reason else "skipped"
     kinds = {k for o, _, k in results if o == PASSED}
+    ran = [f"{k} variants" for k in VARIANTS if k in kinds]
     notes = [how] if how else []
     if "solution" in kinds and not kinds & {"starter", "wrong"}:
-        notes.append("solution and wrong kprobe variants" if "wrong kprobe" in kinds
-                     else "solution only")
-    elif "wrong kprobe" in kinds:
-        notes.append("wrong kprobe variants too")
-    n_skipped = sum(o == SKIPPED and k != "wrong kprobe" for o, _, k in results)
+        notes.append(" and ".join(["solution", *ran]) if ran else "solution only")
+    elif ran:
+        notes.append(" and ".join(ran) + " too")
+    n_skipped = sum(o == SKIPPED and k not in VARIANTS for o, _, k in results)
     if n_skipped:
         notes.append(f"{n_skipped} skipped")
-    if any(o == SKIPPED and k == "wrong kprobe" for o, _, k in results):
-        notes.append("wrong kprobe variants need kprobes")
+    for k, feature in VARIANTS.items():
+        if any(o == SKIPPED and kind == k for o, _, kind in results):
+            notes.append(f"{k} variants need {feature}")
     return PASSED + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _sort_key(row: str) -> tuple:
     kind, num = row.split(" ")[0], row.split(" ")[1]
     major, _, minor = num.partition(".")
-    return (int(major), 0 if kind == "chapter" else 1, int(minor or 0))
+    return (int(major), 0 if kind == "chapter" else 1, int(minor or 0), row)
 
 
 def _feature_cell(value: str) -> str:
