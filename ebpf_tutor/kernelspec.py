@@ -1,7 +1,7 @@
 """The "eBPF (root)" Jupyter kernel: BPF needs root, JupyterLab need not.
 
 As root the kernel is the venv's Python itself; otherwise it is started with
-`sudo -n`, keeping JPY_PARENT_PID so that a killed server does not leave an
+`sudo -n`; the sudoers rule that provisioning writes keeps JPY_PARENT_PID (env_keep) so that a killed server does not leave an
 orphan root kernel behind (ipykernel exits when its parent does).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 NAME = "ebpf-root"
 DISPLAY_NAME = "eBPF (root)"
 LAUNCH = ('if [ "$(id -u)" = 0 ]; then exec "$0" -m ipykernel_launcher "$@"; '
-          'else exec sudo -n --preserve-env=JPY_PARENT_PID "$0" -m ipykernel_launcher "$@"; fi')
+          'else exec sudo -n "$0" -m ipykernel_launcher "$@"; fi')
 
 
 def spec(python: str = sys.executable) -> dict:

@@ -58,6 +58,25 @@ install_peers() {
   fi
 }
 
+# JupyterHub's proxy (workshop mode, docs/instructor.md) comes from npm:
+# configurable-http-proxy, into the venv, on the host only. 4.6.x runs on
+# Debian's Node.js 18 as well as on newer ones.
+CHP_VERSION=4.6.3
+install_proxy() {
+  local chp="$VENV/node_modules/.bin/configurable-http-proxy"
+  if [ -x "$chp" ] && "$chp" --version 2>/dev/null | grep -qx "$CHP_VERSION"; then
+    log "configurable-http-proxy: $CHP_VERSION present"; return
+  fi
+  if ! command -v npm >/dev/null; then
+    log "installing nodejs and npm (for JupyterHub's proxy)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  log "installing configurable-http-proxy $CHP_VERSION into $VENV"
+  npm install --silent --no-audit --no-fund --prefix "$VENV" "configurable-http-proxy@$CHP_VERSION" >/dev/null
+}
+
 # ------------------------------------------------------------- python venv --
 pipq() {  # pip, quiet: only real problems reach the terminal
   "$VENV/bin/pip" -q "$@" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
@@ -118,14 +137,20 @@ setup_kernelspec() {
   local user=${SUDO_USER:-}
   if [ -n "$user" ] && [ "$user" != root ] && [ -d /etc/sudoers.d ]; then
     local rule="/etc/sudoers.d/ebpf-tutor"
-    echo "$user ALL=(root) NOPASSWD:SETENV: $VENV/bin/python -m ipykernel_launcher *" > "$rule.tmp"
+    # Only this command, and no SETENV: the one variable the kernel needs
+    # (JPY_PARENT_PID, so it exits with its server) is kept by env_keep.
+    { echo "Cmnd_Alias EBPF_TUTOR_KERNEL = $VENV/bin/python -m ipykernel_launcher *"
+      echo "Defaults!EBPF_TUTOR_KERNEL env_keep += \"JPY_PARENT_PID\""
+      echo "$user ALL=(root) NOPASSWD: EBPF_TUTOR_KERNEL"; } > "$rule.tmp"
+    visudo -cq -f "$rule.tmp" || { echo "sudoers rule rejected by visudo" >&2; rm -f "$rule.tmp"; exit 1; }
     chmod 0440 "$rule.tmp" && mv "$rule.tmp" "$rule"
     log "sudoers: $user may start the eBPF (root) kernel without a password ($rule)"
   fi
 }
 
 case "$MODE" in
-  all|--all)   install_packages; install_peers; setup_venv; setup_mounts; setup_headers; setup_kernelspec ;;
+  all|--all)   install_packages; install_peers; setup_venv; install_proxy; setup_mounts; setup_headers
+               setup_kernelspec ;;
   --image)     install_packages; setup_venv; setup_kernelspec ;;
   --runtime)   setup_mounts; setup_headers ;;
   *) echo "usage: $0 [--image|--runtime]" >&2; exit 2 ;;
