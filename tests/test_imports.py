@@ -15,10 +15,11 @@ LAYERS = [
     ("bpfsys",),
     ("program", "bpfobject", "events"),
     ("sandbox",),
-    ("doctor", "features", "overhead", "commands", "contention", "perfcases"),
+    ("doctor", "features", "overhead", "commands", "contention", "perfcases", "workspace"),
     ("labs",),
     ("testing",),
     ("apps",),
+    ("workshop",),
     ("cli", "kernelspec", "__main__", ""),      # "": the package's own __init__
 ]
 
