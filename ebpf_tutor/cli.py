@@ -9,6 +9,7 @@ EXAMPLES = """examples:
   ebpf-tutor headers           find or prepare kernel headers, verified against BTF
   ebpf-tutor progress          the course checklist with the labs you passed
   ebpf-tutor sweep             remove namespaces/cgroups/pins a killed run left behind
+  ebpf-tutor workshop --help   serve the course to a room of students (JupyterHub)
 """
 
 
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--all", action="store_true", help="also those of live processes")
     k = sub.add_parser("kernelspec", help="install the 'eBPF (root)' Jupyter kernel")
     k.add_argument("--install", action="store_true")
+    from .workshop.command import add_parser as add_workshop_parser
+    add_workshop_parser(sub)
     args = ap.parse_args(argv)
 
     if args.cmd == "doctor":
@@ -61,4 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             import json
             print(json.dumps(spec(), indent=1))
         return 0
+    if args.cmd == "workshop":
+        from .workshop.command import run
+        return run(args)
     return 2

@@ -148,6 +148,10 @@ def test_three_students(workshop):
         assert "jupyterhub-singleuser" in Path(f"/proc/{res['server_pid']}/cmdline").read_text()
         assert res["children"] == [1] * N_CHILDREN, f"{user}'s program saw {res['children']}"
         assert res["progress"] == f"{pw.pw_dir}/{hub.WORK_FOLDER}/.progress.json"
+        # the server serves the student's own copy of the course
+        r = requests.get(f"{ws.url}/user/{user}/api/contents/notebooks", timeout=30,
+                         headers={"Authorization": f"token {res['token']}"})
+        assert r.status_code == 200 and "ch01_introduction.ipynb" in {f["name"] for f in r.json()["content"]}
 
     # a student's token is refused on another student's server
     for mine, other in zip(STUDENTS, STUDENTS[1:] + STUDENTS[:1]):

@@ -18,7 +18,6 @@ import json
 import os
 import pwd
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -181,20 +180,14 @@ def _run(*cmd: str) -> None:
 
 
 def fill_work_folder(user: str) -> Path:
-    """Copy the chapters and lab starters into the student's work folder (never
-    overwriting what is there), owned by the student."""
-    pw = pwd.getpwnam(user)
-    work = work_dir(user)
-    sources = [*sorted((CHECKOUT / "notebooks").glob("*.ipynb")),
-               *sorted((CHECKOUT / "labs").rglob("*.ipynb"))]
-    work.mkdir(parents=True, exist_ok=True)
-    for src in sources:
-        dst = work / src.relative_to(CHECKOUT)
-        if not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
-    for p in [work, *work.rglob("*")]:
-        os.chown(p, pw.pw_uid, pw.pw_gid)
+    """Create or update the student's copy of the course with `ebpf-tutor work`,
+    run as the student: the same work folder a self-paced learner gets."""
+    work, home = work_dir(user), pwd.getpwnam(user).pw_dir
+    r = subprocess.run(["runuser", "-u", user, "--", "env", f"HOME={home}", f"EBPF_TUTOR_WORK={work}",
+                        str(VENV / "bin/ebpf-tutor"), "work", "--dir", str(work)],
+                       cwd=home, capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"`ebpf-tutor work` for {user} failed: {r.stderr or r.stdout}")
     return work
 
 
