@@ -40,11 +40,11 @@ from urllib.parse import urlparse, urlunparse
 
 from jupyterhub.spawner import Spawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Callable, Float, Integer, Unicode, default
+from traitlets import Callable, Float, Integer, List, Unicode, default
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 GUEST_PORT = 8888
-TOP_IGNORE = {".git", ".venv", "build", "work", "node_modules", ".progress.json"}
+TOP_IGNORE = [".git", ".venv", "build", "work", "node_modules", ".progress.json"]
 CACHES = {"__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints"}
 
 
@@ -83,8 +83,9 @@ def guest_job(job: str, command: list[str]) -> str:
         "set -e",
         "# the network: QEMU user networking, the host (and the hub) is 10.0.2.2",
         "modprobe virtio_net 2>/dev/null || true",
-        "ip link set eth0 up",
-        "ip addr add 10.0.2.15/24 dev eth0",
+        "dev=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)",
+        'ip link set "$dev" up',
+        'ip addr add 10.0.2.15/24 dev "$dev"',
         "ip route add default via 10.0.2.2",
         f"set -a; . {env}; set +a",
         f"rm -f {env}",
@@ -109,6 +110,8 @@ class VMSpawner(Spawner):
     state_dir = Unicode("/var/lib/ebpf-tutor/workshop",
                         help="Per-student folders: course copy, overlay, console log.").tag(config=True)
     course = Unicode(str(CHECKOUT), help="The checkout each student gets a copy of.").tag(config=True)
+    exclude = List(Unicode(), TOP_IGNORE, help="Top-level names of the checkout left out of "
+                   "the students' copies (add 'solutions' to hide them).").tag(config=True)
     accel = Unicode("", help="kvm or tcg; default: as vm/course_vm.py decides.").tag(config=True)
     guest_hub_host = Unicode("10.0.2.2", help="The host's loopback as the guest sees it "
                              "(QEMU user networking): where the hub's API is reached.").tag(config=True)
@@ -221,7 +224,7 @@ class VMSpawner(Spawner):
         if not self.share.exists():
             tmp = self.student_dir / "course.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(self.course, tmp, symlinks=True, ignore=_course_ignore(Path(self.course)))
+            shutil.copytree(self.course, tmp, symlinks=True, ignore=_course_ignore(Path(self.course), set(self.exclude)))
             tmp.rename(self.share)
         self.job_file("sh").parent.mkdir(parents=True, exist_ok=True)
         base = img / "disk.img"
@@ -270,9 +273,12 @@ class VMSpawner(Spawner):
         while True:
             rc = await self.poll()
             if rc is not None:
-                tail = (self.student_dir / "console.log").read_text(errors="replace")[-2000:]
+                log = self.job_file("log")
+                if not log.exists():
+                    log = self.student_dir / "console.log"
+                tail = log.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"the VM of {self.user.name} exited ({rc}) before its "
-                                   f"server answered; console tail:\n{tail}")
+                                   f"server answered; {log.name}:\n{tail}")
             try:
                 resp = await client.fetch(url, raise_error=False, request_timeout=5)
                 if resp.code < 500:
@@ -328,12 +334,12 @@ class VMSpawner(Spawner):
             proc.wait(timeout=5)
 
 
-def _course_ignore(root: Path):
+def _course_ignore(root: Path, exclude: set[str]):
     """copytree's ignore: build output, caches, the host's venv and learner files."""
     def ignore(folder: str, names: list[str]) -> set[str]:
         skip = {n for n in names if n in CACHES or n.endswith(".egg-info")}
         if Path(folder) == root:
-            skip |= TOP_IGNORE & set(names)
+            skip |= exclude & set(names)
         if Path(folder) == root / "vm":
             skip.add("work")                 # other jobs' files; recreated empty
         return skip
