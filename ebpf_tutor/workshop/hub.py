@@ -39,15 +39,15 @@ PROXY = VENV / "node_modules/.bin/configurable-http-proxy"
 VM_SPAWNER = "ebpf_tutor.workshop.vmspawner.VMSpawner"
 QEMU_HOST = "10.0.2.2"               # the host's 127.0.0.1 as a QEMU user-net guest sees it
 
-WARNING = """\
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-!! TRUSTED-ROOM MODE: STUDENTS ARE NOT ISOLATED.                            !!
-!! Every student shares this machine's one kernel, and the "eBPF (root)"   !!
-!! kernel runs as root: each student can read every other student's work, !!
-!! trace their processes, stop their programs and take over this machine. !!
-!! Use it only with people you would give root on this machine; otherwise !!
-!! use --mode vm (one course VM per student).                              !!
-!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
+_WARNING_LINES = [
+    "TRUSTED-ROOM MODE: STUDENTS ARE NOT ISOLATED.",
+    "Every student shares this machine's one kernel, and the \"eBPF (root)\"",
+    "kernel runs as root: each student can read every other student's work,",
+    "trace their processes, stop their programs and take over this machine.",
+    "Use it only with people you would give root on this machine; otherwise",
+    "use --mode vm (one course VM per student).",
+]
+WARNING = "\n".join(["!" * 78, *(f"!! {line:<72} !!" for line in _WARNING_LINES), "!" * 78])
 
 
 def free_port() -> int:
@@ -136,6 +136,11 @@ def work_dir(user: str) -> Path:
     return Path(pwd.getpwnam(user).pw_dir) / WORK_FOLDER
 
 
+def vm_state_dir(ws: Workshop) -> Path:
+    """VM mode: the VMSpawner's per-student folders (`<student>/course` is the guest's /w)."""
+    return ws.path / "vms"
+
+
 def configure(c, ws: Workshop) -> None:
     """Fill JupyterHub's config object `c` for this workshop."""
     d = ws.path
@@ -164,6 +169,7 @@ def configure(c, ws: Workshop) -> None:
     c.Spawner.http_timeout = 90
     if ws.mode == "vm":
         c.JupyterHub.spawner_class = VM_SPAWNER
+        c.VMSpawner.state_dir = str(vm_state_dir(ws))
         return
     c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"
     c.Spawner.cmd = [str(VENV / "bin/jupyterhub-singleuser")]
@@ -182,7 +188,14 @@ def _run(*cmd: str) -> None:
 def fill_work_folder(user: str) -> Path:
     """Create or update the student's copy of the course with `ebpf-tutor work`,
     run as the student: the same work folder a self-paced learner gets."""
-    work, home = work_dir(user), pwd.getpwnam(user).pw_dir
+    pw = pwd.getpwnam(user)
+    work, home = work_dir(user), pw.pw_dir
+    start = work / ".progress.json"    # a new student starts with none (`work` would
+    if not start.exists():             # otherwise copy the checkout's old one in)
+        work.mkdir(exist_ok=True)
+        start.write_text("{}")
+        for p in (work, start):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
     r = subprocess.run(["runuser", "-u", user, "--", "env", f"HOME={home}", f"EBPF_TUTOR_WORK={work}",
                         str(VENV / "bin/ebpf-tutor"), "work", "--dir", str(work)],
                        cwd=home, capture_output=True, text=True)

@@ -2,8 +2,9 @@
 
 A student's progress file is the course's own (`ebpf_tutor.labs.record`):
 {lab_id: {"passed": bool, "attempts": int, "last": {"passed", "detail", "at"}}}.
-In the trusted room it sits in each student's work folder; in VM mode the VM
-side reads the files from the guests and hands them to `summarise`.
+In the trusted room it sits in each student's work folder; in VM mode in the
+student's copy of the course that their VM mounts as /w, kept on the host.
+Records gathered any other way can be handed to `summarise`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .hub import Workshop, work_dir
+from .hub import Workshop, vm_state_dir, work_dir
 
 COLUMNS = ["student", "passed", "labs_passed", "attempts", "last_lab", "last_result", "last_at"]
 
@@ -26,15 +27,22 @@ def read(path: str | Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def progress_path(ws: Workshop, student: str) -> Path | None:
+    """Where a student's progress file is: in their work folder (trusted room), or
+    in the copy of the course their VM uses as /w, kept on the host (vm)."""
+    if ws.mode == "vm":
+        course = vm_state_dir(ws) / student / "course"
+        found = [p for p in (course / "work/.progress.json", course / ".progress.json") if p.exists()]
+        return found[0] if found else None
+    try:
+        return work_dir(student) / ".progress.json"
+    except KeyError:              # no such user (any more)
+        return None
+
+
 def collect(ws: Workshop) -> dict[str, dict]:
-    """Trusted room: each student's records, read from their work folder."""
-    out = {}
-    for student in ws.students:
-        try:
-            out[student] = read(work_dir(student) / ".progress.json")
-        except KeyError:          # no such user (any more)
-            out[student] = {}
-    return out
+    """Every student's records, read from the files on this machine."""
+    return {s: read(p) if (p := progress_path(ws, s)) else {} for s in ws.students}
 
 
 def _lab_key(lab_id: str) -> tuple[int, ...]:
