@@ -1,13 +1,16 @@
-"""The `ebpf-tutor` command: doctor, headers, progress, sweep, kernelspec."""
+"""The `ebpf-tutor` command: doctor, headers, progress, work, reset, sweep, kernelspec."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 EXAMPLES = """examples:
   ebpf-tutor doctor            what this machine can do, and how to fix what it cannot
   ebpf-tutor headers           find or prepare kernel headers, verified against BTF
   ebpf-tutor progress          the course checklist with the labs you passed
+  ebpf-tutor work              create or update your work folder (what `./course lab` opens)
+  ebpf-tutor reset 1.1         the course's version of lab 1.1 again (yours goes to .backup/)
   ebpf-tutor sweep             remove namespaces/cgroups/pins a killed run left behind
   ebpf-tutor workshop --help   serve the course to a room of students (JupyterHub)
 """
@@ -22,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     h = sub.add_parser("headers", help="find/prepare/verify kernel headers")
     h.add_argument("--check", action="store_true", help="only report, never prepare")
     sub.add_parser("progress", help="course checklist")
+    w = sub.add_parser("work", help="create or update your work folder from the course")
+    w.add_argument("--dir", type=Path, help="the work folder (default: $EBPF_TUTOR_WORK or ./work)")
+    w.add_argument("--print-path", action="store_true",
+                   help="report on stderr, and print only the folder's path on stdout")
+    r = sub.add_parser("reset", help="put back the course's version of a lab or chapter")
+    r.add_argument("target", help="a lab (1.1) or a chapter (ch07)")
+    r.add_argument("--dir", type=Path, help="the work folder (default: $EBPF_TUTOR_WORK or ./work)")
     s = sub.add_parser("sweep", help="remove leftovers of killed runs")
     s.add_argument("--all", action="store_true", help="also those of live processes")
     k = sub.add_parser("kernelspec", help="install the 'eBPF (root)' Jupyter kernel")
@@ -52,6 +62,22 @@ def main(argv: list[str] | None = None) -> int:
         from .labs import progress
         print(progress())
         return 0
+    if args.cmd == "work":
+        from . import workspace
+        report = workspace.sync(args.dir)
+        print(report.text(), file=sys.stderr if args.print_path else sys.stdout)
+        if args.print_path:
+            print(report.work.resolve())
+        return 0
+    if args.cmd == "reset":
+        from . import workspace
+        try:
+            done = workspace.reset(args.target, args.dir)
+        except ValueError as e:
+            print(f"ebpf-tutor reset: {e}", file=sys.stderr)
+            return 2
+        print("\n".join(f"reset {rel} (your version is in .backup/)" for rel in done))
+        return 0
     if args.cmd == "sweep":
         from .sandbox.sweep import sweep
         print("\n".join(sweep(everything=args.all)) or "nothing to sweep")
@@ -60,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         from .kernelspec import install, spec
         if args.install:
             print(f"[kernelspec] installed {install()}")
+            from .workspace import install_lab_settings
+            print(f"[kernelspec] JupyterLab settings: {install_lab_settings(sys.prefix)}")
         else:
             import json
             print(json.dumps(spec(), indent=1))

@@ -211,6 +211,18 @@ def bcc_lib():
     return libbcc.lib
 
 
+class MapNotFound(KeyError):
+    """`prog[name]` for a map the program does not declare."""
+
+    def __init__(self, name: str | bytes):
+        self.name = name.decode() if isinstance(name, bytes) else name
+        super().__init__(self.name)
+
+    def __str__(self) -> str:
+        return (f"this program has no map named {self.name!r}: declare it in the C source "
+                f"(e.g. BPF_HASH({self.name}, ...)) and load the program again")
+
+
 class Program(BPF):
     """A BCC program that explains its failures and cleans up after itself."""
 
@@ -358,6 +370,13 @@ class Program(BPF):
             super().close()      # BCC's cleanup() calls close() to release the fds
         else:
             self.cleanup()
+
+    def __getitem__(self, name):
+        """A map by name; a missing one says which, instead of BCC's bare KeyError."""
+        try:
+            return super().__getitem__(name)
+        except KeyError:
+            raise MapNotFound(name) from None
 
     def __enter__(self) -> "Program":
         return self

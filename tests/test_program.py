@@ -112,3 +112,18 @@ def test_least_privilege_is_per_thread_and_restored():
         now = effective_capabilities()
         assert not now & (1 << CAP_PERFMON) and not now & (1 << CAP_SYS_ADMIN)
     assert effective_capabilities() == before
+
+
+@needs_root
+def test_a_missing_map_is_named_not_a_bare_keyerror():
+    from ebpf_tutor import Program
+    from ebpf_tutor.program import MapNotFound
+    with Program("BPF_ARRAY(hits, u64, 1);\nint f(void *ctx) { return 0; }") as prog:
+        assert prog["hits"] is prog["hits"]
+        try:
+            prog["execs"]
+        except KeyError as e:           # still a KeyError for code that catches one
+            assert isinstance(e, MapNotFound)
+            assert str(e).startswith("this program has no map named 'execs'")
+        else:
+            raise AssertionError("no error for a missing map")

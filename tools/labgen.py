@@ -9,7 +9,9 @@ percent format. Code between solution markers is the answer:
 
 The starter `labs/chNN/<lab>.ipynb` is the same notebook with each marked
 region removed (C) or replaced by `raise NotImplementedError` (Python), and
-the markers themselves stripped from the solution's view.
+the markers themselves stripped from the solution's view. A starter's "Try
+it" cell (tag `try`) also gets the tag `raises-exception`: it fails until the
+answer is written, and "Run All" must still reach the check cell.
 
     python tools/labgen.py          # write every starter
     python tools/labgen.py --check  # exit 1 if a starter is stale
@@ -58,6 +60,10 @@ def starter_notebook(src: Path) -> nbformat.NotebookNode:
         if cell.cell_type == "code":
             cell.source = strip_solutions(cell.source)
             cell.outputs, cell.execution_count = [], None
+            tags = cell.metadata.get("tags", [])
+            if "try" in tags and "raises-exception" not in tags:
+                # the unfinished answer fails here: "Run All" goes on to the check
+                cell.metadata["tags"] = [*tags, "raises-exception"]
     nb.metadata.pop("jupytext", None)
     return nb
 

@@ -20,8 +20,10 @@ import pkgutil
 import time
 from pathlib import Path
 
-from . import course
+from . import course, trycell
 from .verdict import REGISTRY, Lab, LabFailed, expect, lab
+
+trycell.install()     # in a notebook kernel: a failing "Try it" cell reads as two lines
 
 __all__ = ["check", "progress", "record", "progress_file", "load_checks",
            "LabFailed", "Lab", "REGISTRY", "expect", "lab"]
@@ -40,8 +42,9 @@ def load_checks(lab_id: str | None = None) -> dict[str, Lab]:
     return REGISTRY
 
 
-def check(lab_id: str, **answers) -> str:
-    """Run lab `lab_id`'s check on the given answers; print and record the verdict."""
+def check(lab_id: str, **answers) -> None:
+    """Run lab `lab_id`'s check on the given answers; print and record the verdict.
+    Returns nothing: a notebook would show a returned line a second time."""
     labs = load_checks(lab_id)
     if lab_id not in labs:
         labs = load_checks()
@@ -68,16 +71,18 @@ def check(lab_id: str, **answers) -> str:
     record(lab_id, True, detail)
     line = f"PASS lab {lab_id} ({the_lab.mode}): {detail}"
     print(line)
-    return line
 
 
 # ----------------------------------------------------------------- progress --
 def progress_file() -> Path:
-    """$EBPF_TUTOR_PROGRESS, else .progress.json at the top of the checkout."""
+    """$EBPF_TUTOR_PROGRESS, else .progress.json in the learner's work folder: the
+    one that holds the current directory (a lab's kernel runs in it), else the
+    default one (see `workspace`)."""
     env = os.environ.get("EBPF_TUTOR_PROGRESS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / ".progress.json"
+    from .. import workspace
+    return (workspace.find_dir() or workspace.default_dir()) / ".progress.json"
 
 
 def record(lab_id: str, passed: bool, detail: str) -> None:
