@@ -146,9 +146,6 @@ def sync(work: Path | None = None, root: Path = CHECKOUT) -> SyncReport:
         shutil.copymode(src, dst)
         made[rel] = _digest(want)
     _write_manifest(work, made)
-    old = root / ".progress.json"             # where progress lived before work folders
-    if old.exists() and not (work / ".progress.json").exists():
-        shutil.copy(old, work / ".progress.json")
     return report
 
 

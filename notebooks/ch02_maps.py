@@ -728,7 +728,7 @@ calls_pin = pin.Pin(prog["calls"], "calls")
 map_id = calls_pin.info().id
 prog.close()
 print("program closed; map still exists:", map_alive(map_id))
-print("pinned at", calls_pin.path.parent / "<pid>-<n>-calls")
+print("pinned at", calls_pin.path)
 calls_pin.df()
 
 # %%

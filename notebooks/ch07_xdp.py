@@ -107,7 +107,7 @@ def sandbox() -> net.VethPair:
 
 
 with sandbox() as lab:
-    print("namespaces:", {side: re.sub(r"\d+", "N", name) for side, name in lab.ns.items()})
+    print("namespaces:", lab.ns)
     print("a:", lab.ifname["a"], lab.ip_a, "   b:", lab.ifname["b"], lab.ip_b)
     print(traffic.ping(lab, "a", lab.ip_b, count=3))
 print("after the with block:", [n for n in net.our_namespaces() if n in lab.ns.values()])
@@ -357,20 +357,19 @@ print("an ELF object for the BPF machine (EM_BPF = 247):",
 # %%
 with sandbox() as lab:
     ns, dev = lab.ns["b"], lab.ifname["b"]
-    shell(f"ip -n {ns} link set dev {dev} xdpdrv obj xdp_count.bpf.o sec xdp", netns=ns)
-    link = shell(f"ip -n {ns} link show dev {dev}", netns=ns)
-    print("  ", re.sub(r" tag \w+", "", re.search(r"prog/xdp.*", link).group(0)).strip())
-    shown = shell(f"ip netns exec {ns} bpftool net show dev {dev}", netns=ns)
-    print("  ", re.sub(r"\(\d+\)", "(<ifindex>)", re.search(r"veth-b.*", shown).group(0)))
+    shell(f"ip -n {ns} link set dev {dev} xdpdrv obj xdp_count.bpf.o sec xdp")
+    link = shell(f"ip -n {ns} link show dev {dev}")
+    print("  ", re.search(r"prog/xdp.*", link).group(0).strip())
+    shown = shell(f"ip netns exec {ns} bpftool net show dev {dev}")
+    print("  ", re.search(r"veth-b.*", shown).group(0))
     traffic.ping(lab, "a", lab.ip_b, count=4)
-    prog_id = json.loads(shell(f"ip netns exec {ns} bpftool -j net show dev {dev}",
-                               netns=ns))[0]["xdp"][0]["id"]
+    prog_id = json.loads(shell(f"ip netns exec {ns} bpftool -j net show dev {dev}"))[0]["xdp"][0]["id"]
     map_id = json.loads(shell(f"bpftool -j prog show id {prog_id}",
                               **{"prog id": str(prog_id)}))["map_ids"][0]
     dump = json.loads(shell(f"bpftool -j map dump id {map_id}", **{"map id": str(map_id)}))
     print("   frames[0] =", dump[0]["formatted"]["value"], "(the 4 echo requests that arrived at b)")
-    shell(f"ip -n {ns} link set dev {dev} xdpdrv off", netns=ns)
-    after = shell(f"ip netns exec {ns} bpftool -j net show dev {dev}", netns=ns)
+    shell(f"ip -n {ns} link set dev {dev} xdpdrv off")
+    after = shell(f"ip netns exec {ns} bpftool -j net show dev {dev}")
     print("   XDP programs on the interface now:", json.loads(after)[0]["xdp"])
 
 # %% [markdown]

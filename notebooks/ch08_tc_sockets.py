@@ -207,21 +207,20 @@ print("tc_count.bpf.o written:", (workdir / "tc_count.bpf.o").exists())
 # %%
 with net.VethPair(quiet=True) as lab:
     ns, dev = lab.ns["a"], lab.ifname["a"]
-    shell(f"tc -n {ns} qdisc add dev {dev} clsact", netns=ns)
-    shell(f"tc -n {ns} filter add dev {dev} egress bpf da obj tc_count.bpf.o sec tc", netns=ns)
-    listed = shell(f"tc -n {ns} filter show dev {dev} egress", netns=ns)
-    print("  ", re.sub(r" tag \w+", "", listed.splitlines()[-1]).strip())
-    shown = shell(f"ip netns exec {ns} bpftool net show dev {dev}", netns=ns)
-    print("  ", re.sub(r"\(\d+\)", "(<ifindex>)", re.search(r"veth-a.*", shown).group(0)))
+    shell(f"tc -n {ns} qdisc add dev {dev} clsact")
+    shell(f"tc -n {ns} filter add dev {dev} egress bpf da obj tc_count.bpf.o sec tc")
+    listed = shell(f"tc -n {ns} filter show dev {dev} egress")
+    print("  ", listed.splitlines()[-1].strip())
+    shown = shell(f"ip netns exec {ns} bpftool net show dev {dev}")
+    print("  ", re.search(r"veth-a.*", shown).group(0))
     flows.icmp_echo(ns, lab.ip_b, 3)
-    prog_id = json.loads(shell(f"ip netns exec {ns} bpftool -j net show dev {dev}",
-                               netns=ns))[0]["tc"][0]["id"]
+    prog_id = json.loads(shell(f"ip netns exec {ns} bpftool -j net show dev {dev}"))[0]["tc"][0]["id"]
     map_id = json.loads(shell(f"bpftool -j prog show id {prog_id}",
                               **{"prog id": str(prog_id)}))["map_ids"][0]
     dump = json.loads(shell(f"bpftool -j map dump id {map_id}", **{"map id": str(map_id)}))
     print("   sent[0] =", dump[0]["formatted"]["value"], "(the 3 echo requests that left a)")
-    shell(f"tc -n {ns} qdisc del dev {dev} clsact", netns=ns)
-    print("   filters left:", shell(f"tc -n {ns} filter show dev {dev} egress", netns=ns) or "none")
+    shell(f"tc -n {ns} qdisc del dev {dev} clsact")
+    print("   filters left:", shell(f"tc -n {ns} filter show dev {dev} egress") or "none")
 
 # %% [markdown]
 # `tc` loaded the object, attached it, and exited; the filter kept the

@@ -446,7 +446,7 @@ int say(struct bpf_raw_tracepoint_args *ctx) {
 out, _ = tracelog.communicate()
 ours = [ln for ln in out.splitlines() if f"ch14 marker {marker}" in ln]
 print(len(ours), "lines with our marker, e.g.:", re.sub(r"^.*?(ch14 marker)", r"\1",
-                                                        ours[0]).replace(str(marker), "<marker>"))
+                                                        ours[0]))
 
 # %% [markdown]
 # Each line also carries the process name, pid, CPU and a timestamp. The

@@ -84,8 +84,19 @@ def learner():
             SUDOERS.write_bytes(saved)
 
 
+def course_state() -> dict[str, tuple[int, int]]:
+    """Size and mtime of every file under notebooks/ and labs/ in the checkout."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+            for d in ("notebooks", "labs") for p in (ROOT / d).rglob("*") if p.is_file()}
+
+
 @pytest.fixture(scope="module")
-def server(learner):
+def checkout_before():
+    return course_state()
+
+
+@pytest.fixture(scope="module")
+def server(learner, checkout_before):
     """`./course lab` as the learner; yields (url it printed, port, server pid)."""
     port = free_port()
     proc = subprocess.Popen(["runuser", "-l", learner, "-c", f"cd {ROOT} && PORT={port} ./course lab"],
@@ -292,8 +303,8 @@ def test_lab_starter_then_wrong_then_right(server, page, learner):
     assert record["1.1"]["passed"] and record["1.1"]["attempts"] >= 3
 
 
-def test_the_checkout_stays_clean(server):
-    status = subprocess.run(["git", "status", "--porcelain", "--", "notebooks", "labs"], cwd=ROOT,
-                            capture_output=True, text=True).stdout
-    assert not status.strip(), status
-    assert not list((ROOT / "notebooks").glob("**/.ipynb_checkpoints"))
+def test_the_checkout_stays_clean(server, checkout_before):
+    now = course_state()
+    changed = sorted(k for k in now.keys() | checkout_before.keys() if now.get(k) != checkout_before.get(k))
+    assert not changed, f"the learner's session changed the checkout: {changed}"
+    assert not list(ROOT.glob("notebooks/**/.ipynb_checkpoints")) + list(ROOT.glob("labs/**/.ipynb_checkpoints"))

@@ -441,6 +441,7 @@ def attach_socket_filter(prog, fn_name: str, ns_name: str, ifname: str,
     s = FilteredSocket(socket.AF_PACKET, socket.SOCK_RAW, 0, fileno=net.netlink(go))
     fn.sock = None                 # the socket owns the fd now: Program.cleanup must not close it
     s.setblocking(False)
+    drain(s)                       # frames queued between bind and attach were never filtered
     return s
 
 
