@@ -116,7 +116,7 @@ def test_start_poll_stop_state_cleanup(env):
         r = json.loads((await AsyncHTTPClient().fetch(f"http://{ip}:{port}/user/alice/api")).body)
         import hashlib
         assert r["token"] == hashlib.sha256(TOKEN.encode()).hexdigest()
-        assert r["api_url"] == "http://10.0.2.2:8081/hub/api/"
+        assert r["api_url"] == "http://10.0.2.100:8081/hub/api/"     # the guestfwd relay
         assert r["service_url"] == "http://0.0.0.0:8888/user/alice/"
         assert not sp.job_file("env").exists()
         # the overlay is qcow2 over the image, in its format
@@ -218,6 +218,42 @@ def test_qemu_command_has_no_secret_and_forwards_loopback(env):
     assert "hostfwd=tcp:127.0.0.1:40000-:8888" in joined
     assert "-m 2048M" in joined and "-smp 2" in joined and "course.job=gina-1" in joined
     assert f"file={sp.overlay},format=qcow2" in joined
+    # restricted (default): the guest reaches the hub's API only, through the relay
+    assert ",restrict=on,guestfwd=tcp:10.0.2.100:8081-cmd:" in joined
+    assert joined.endswith("relay.py 127.0.0.1 8081") or "relay.py 127.0.0.1 8081 " in joined
+
+
+def test_hub_route_unrestricted_and_connect_url(env):
+    sp = make_spawner(env, name="hank", restrict_network=False)
+    assert sp.hub_route() == ("10.0.2.2", 8081, "127.0.0.1", 8081)
+    assert "restrict" not in sp.nic(40000) and "guestfwd" not in sp.nic(40000)
+    sp.hub_connect_url = "http://192.168.1.5:9000"
+    assert sp.hub_route()[:2] == ("192.168.1.5", 9000)
+    assert sp.guest_env()["JUPYTERHUB_API_URL"] == "http://192.168.1.5:9000/hub/api/"
+    sp = make_spawner(env, name="ivan", hub_connect_url="http://10.0.2.2:8081")
+    assert sp.hub_route() == ("10.0.2.100", 8081, "127.0.0.1", 8081)    # restricted wins
+
+
+def test_relay_copies_both_ways():
+    """The guestfwd helper: stdin/stdout <-> a TCP connection, per connection."""
+    import socket
+    import subprocess
+    from ebpf_tutor.workshop import relay
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    guest, qemu_side = socket.socketpair()
+    p = subprocess.Popen([sys.executable, relay.__file__, "127.0.0.1", str(port)],
+                         stdin=qemu_side, stdout=qemu_side)
+    qemu_side.close()
+    conn, _ = srv.accept()
+    guest.sendall(b"GET /hub/api HTTP/1.1\r\n\r\n")
+    assert conn.recv(100) == b"GET /hub/api HTTP/1.1\r\n\r\n"
+    conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+    conn.close()
+    assert guest.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert p.wait(timeout=5) == 0
+    srv.close()
+    guest.close()
 
 
 def test_guest_job_reads_then_deletes_env():

@@ -13,8 +13,10 @@ VMSpawner, and drives it over the hub's REST API as an instructor would:
    with a fresh name unique to them; then each reads what its program saw.
    Each must see its own marker and never another student's: separate kernels;
 3. a student's token on another student's server is refused (403);
-4. every server stops: no QEMU left, overlays and env files removed;
-5. the hub stops.
+4. every server but the last stops over the API, the last when the hub stops:
+   no QEMU left, overlays, job and env files removed.
+It also checks from each guest that the hub's API is reachable and the host's
+loopback (the proxy) is not (VMSpawner.restrict_network).
 
 It prints each boot's time, the time until all were ready, the guests' and
 QEMU's memory, and the total. It needs root (QEMU, BCC in the guests) and the
@@ -68,7 +70,19 @@ print("ran", {marker!r})
 '''
 
 READ = r'''
-time.sleep(1)
+import socket
+def reach(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return True
+    except OSError:
+        return False
+print("NET", json.dumps({{"hub": reach("10.0.2.100", {hub_port}), "host_proxy": reach("10.0.2.2", {proxy_port})}}))
+heavy = BPF(text="#include <net/sock.h>\n#include <linux/sched.h>\n"
+            "int f(struct pt_regs *ctx) {{ struct sock *sk = 0; return sk ? 1 : 0; }}", cflags=["-w"])
+heavy.cleanup()
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print("KERNEL_PEAK_MB", int(hwm) // 1024)
 seen = {{k.comm.decode(): v.value for k, v in prog["execs"].items()}}
 print("SEEN " + json.dumps({{c: n for c, n in seen.items() if c.startswith("mk")}}))
 print("USED_MB", int(subprocess.run(["free", "-m"], capture_output=True, text=True).stdout.split()[8]))
@@ -127,6 +141,7 @@ c.VMSpawner.suite = "{args.suite}"
 c.VMSpawner.state_dir = "{tmp}/students"
 c.Spawner.mem_limit = "{args.memory}"
 c.Spawner.cpu_limit = {args.cpus}
+c.VMSpawner.tcg_tb_mb = {args.tb_mb}
 c.JupyterHub.cleanup_servers = True
 """)
     return cfg
@@ -204,6 +219,7 @@ def main() -> int:
     ap.add_argument("--suite", default="bookworm")
     ap.add_argument("--memory", default="2G")
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--tb-mb", type=int, default=0, help="VMSpawner.tcg_tb_mb")
     ap.add_argument("--keep", action="store_true", help="keep the run's folder (logs)")
     args = ap.parse_args()
     t_total = time.monotonic()
@@ -230,8 +246,7 @@ def main() -> int:
             time.sleep(1)
         else:
             raise RuntimeError("the hub did not answer in 60 s")
-        log(f"hub up (proxy {proxy}, hub API 127.0.0.1:{hub_port}; guests reach it as "
-            f"10.0.2.2:{hub_port}); run folder {tmp}")
+        log(f"hub up (proxy {proxy}, hub API 127.0.0.1:{hub_port}); run folder {tmp}")
         tokens = {}
         for s in students:
             assert api.call("POST", f"/users/{s}")[0] in (201, 409)
@@ -276,15 +291,20 @@ def main() -> int:
         ids = {s: k.send(MARK.format(marker=markers[s])) for s, k in kernels.items()}
         for s, k in kernels.items():
             k.collect(ids[s])
-        ids = {s: k.send(READ.format()) for s, k in kernels.items()}
+        ids = {s: k.send(READ.format(hub_port=hub_port, proxy_port=proxy_port))
+               for s, k in kernels.items()}
         mem = {}
         for s, k in kernels.items():
             out = k.collect(ids[s])
             seen = json.loads(out.split("SEEN ", 1)[1].splitlines()[0])
             mem[s] = int(out.split("USED_MB", 1)[1].split()[0])
+            peak = int(out.split("KERNEL_PEAK_MB", 1)[1].split()[0])
+            net = json.loads(out.split("NET ", 1)[1].splitlines()[0])
             others = [m for o, m in markers.items() if o != s and m in seen]
             log(f"{s}: marker {markers[s]} seen {seen.get(markers[s], 0)}x; others' markers "
-                f"seen: {others or 'none'}; guest memory used {mem[s]} MB")
+                f"seen: {others or 'none'}; guest memory used {mem[s]} MB, kernel peak "
+                f"{peak} MB (after a net/sock.h compile); from the guest: {net}")
+            assert net == {"hub": True, "host_proxy": False}, net
             assert seen.get(markers[s]) == 1, f"{s} did not see its own marker: {seen}"
             assert not others, f"ISOLATION BROKEN: {s} saw {others}"
         log(f"isolation held for {len(students)} students ({time.monotonic() - t1:.0f} s for "
@@ -306,17 +326,26 @@ def main() -> int:
             k.close()
         kernels.clear()
         t2 = time.monotonic()
-        for s in students:
+        by_api, by_hub = students[:-1], students[-1]   # the last one: left to the hub's shutdown
+        for s in by_api:
             assert api.call("DELETE", f"/users/{s}/server")[0] in (202, 204)
-        while any(api.call("GET", f"/users/{s}")[1].get("servers") for s in students):
+        while any(api.call("GET", f"/users/{s}")[1].get("servers") for s in by_api):
             if time.monotonic() - t2 > 120:
                 raise RuntimeError("servers did not stop in 120 s")
             time.sleep(1)
         left = qemus(tmp)
-        overlays = list(tmp.glob("students/*/overlay*")) + list(tmp.glob("students/*/course/vm/work/*.env"))
-        log(f"stopped in {time.monotonic() - t2:.0f} s; QEMU left: {left or 'none'}; "
-            f"overlays/env files left: {overlays or 'none'}")
-        assert not left and not overlays
+        log(f"{len(by_api)} stopped over the API in {time.monotonic() - t2:.0f} s; QEMU left: "
+            f"{len(left)} (expected 1: {by_hub}'s)")
+        assert len(left) == 1
+        t3 = time.monotonic()
+        hub.send_signal(signal.SIGTERM)                # the hub's shutdown stops the last VM
+        hub.wait(timeout=120)
+        left = qemus(tmp)
+        files = [p for p in tmp.glob("students/*/*") if p.name.startswith("overlay")]
+        files += [p for p in tmp.glob("students/*/course/vm/work/*") if p.suffix != ".log"]
+        log(f"hub stopped in {time.monotonic() - t3:.0f} s; QEMU left: {left or 'none'}; "
+            f"overlays/job/env files left: {files or 'none'}")
+        assert not left and not files
         ok = True
     finally:
         for k in kernels.values():
@@ -324,7 +353,8 @@ def main() -> int:
                 k.close()
             except Exception:
                 pass
-        hub.send_signal(signal.SIGTERM)     # the hub stops what is still running
+        if hub.poll() is None:
+            hub.send_signal(signal.SIGTERM)     # the hub stops what is still running
         try:
             hub.wait(timeout=120)
         except subprocess.TimeoutExpired:

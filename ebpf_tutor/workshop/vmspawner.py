@@ -40,10 +40,12 @@ from urllib.parse import urlparse, urlunparse
 
 from jupyterhub.spawner import Spawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Callable, Float, Integer, List, Unicode, default
+from traitlets import Bool, Callable, Float, Integer, List, Unicode, default
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 GUEST_PORT = 8888
+LOOPBACK = ("127.0.0.1", "localhost", "0.0.0.0", "::1", None)
+RELAY = Path(__file__).with_name("relay.py")
 TOP_IGNORE = [".git", ".venv", "build", "work", "node_modules", ".progress.json"]
 CACHES = {"__pycache__", ".pytest_cache", ".hypothesis", ".ipynb_checkpoints"}
 
@@ -113,8 +115,13 @@ class VMSpawner(Spawner):
     exclude = List(Unicode(), TOP_IGNORE, help="Top-level names of the checkout left out of "
                    "the students' copies (add 'solutions' to hide them).").tag(config=True)
     accel = Unicode("", help="kvm or tcg; default: as vm/course_vm.py decides.").tag(config=True)
-    guest_hub_host = Unicode("10.0.2.2", help="The host's loopback as the guest sees it "
-                             "(QEMU user networking): where the hub's API is reached.").tag(config=True)
+    guest_hub_host = Unicode(help="Where the guest reaches the hub's API: the guestfwd address "
+                             "10.0.2.100 when restricted, else 10.0.2.2 (the host's loopback "
+                             "as a QEMU user-net guest sees it).").tag(config=True)
+    restrict_network = Bool(True, help="The guest reaches nothing on the host or beyond but "
+                            "the hub's API (QEMU restrict=on and a guestfwd relay).").tag(config=True)
+    tcg_tb_mb = Integer(0, help="Under TCG, the translation cache in MB (0: QEMU's default, "
+                        "up to 1 GiB, which adds to each VM's resident memory).").tag(config=True)
     qemu = Unicode("qemu-system-x86_64").tag(config=True)
     qemu_img = Unicode("qemu-img").tag(config=True)
     stop_grace = Float(10.0, help="Seconds between SIGTERM and SIGKILL of QEMU.").tag(config=True)
@@ -127,6 +134,10 @@ class VMSpawner(Spawner):
     hostport = Integer(0)
     overlay = Unicode("")
     job = Unicode("")
+
+    @default("guest_hub_host")
+    def _guest_hub_host(self) -> str:
+        return "10.0.2.100" if self.restrict_network else "10.0.2.2"
 
     @default("mem_limit")
     def _mem(self) -> int:
@@ -189,29 +200,49 @@ class VMSpawner(Spawner):
         self._proc = None
 
     # ---------------------------------------------------------- guest --
+    def hub_route(self) -> tuple[str, int, str, int]:
+        """(host, port) of the hub's API as the guest reaches it, and as the host does."""
+        hub = urlparse(self.hub.api_url)
+        target = hub.hostname if hub.hostname not in (None, "", "0.0.0.0", "::") else "127.0.0.1"
+        given = urlparse(self.hub_connect_url) if self.hub_connect_url else hub
+        if self.restrict_network or given.hostname in LOOPBACK:
+            return self.guest_hub_host, given.port or hub.port, target, hub.port
+        return given.hostname, given.port, target, hub.port
+
     def guest_env(self) -> dict[str, str]:
         """The hub's environment for the singleuser server, as the guest must see it."""
         env = self.get_env()
         api = urlparse(env["JUPYTERHUB_API_URL"])
-        if self.hub_connect_url is None and api.hostname in ("127.0.0.1", "localhost", "0.0.0.0", "::1"):
-            guest_api = urlunparse(api._replace(netloc=f"{self.guest_hub_host}:{api.port}"))
-            for key in ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL"):
-                env[key] = env[key].replace(env["JUPYTERHUB_API_URL"], guest_api, 1)
+        host, port, _, _ = self.hub_route()
+        guest_api = urlunparse(api._replace(netloc=f"{host}:{port}"))
+        for key in ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL"):
+            env[key] = env[key].replace(env["JUPYTERHUB_API_URL"], guest_api, 1)
         base = self.server.base_url if self.server else "/"
         env["JUPYTERHUB_SERVICE_URL"] = f"http://0.0.0.0:{GUEST_PORT}{base}"
         env["HOME"] = "/root"
         return env
 
+    def nic(self, port: int) -> str:
+        """QEMU user networking: the student's server forwarded to the host's
+        loopback; restricted, the guest reaches nothing but the hub's API."""
+        nic = f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_PORT}"
+        if self.restrict_network:
+            host, gport, target, tport = self.hub_route()
+            relay = f"{shlex.quote(sys.executable)} {shlex.quote(str(RELAY))} {target} {tport}"
+            nic += f",restrict=on,guestfwd=tcp:{host}:{gport}-cmd:{relay}"
+        return nic
+
     def qemu_argv(self, img: Path, port: int) -> list[str]:
         """The QEMU command line: nothing secret in it (it shows in `ps`)."""
         cvm = course_vm()
         accel = self.accel or ("kvm" if cvm.kvm_works() else "tcg")
-        argv = [self.qemu, "-accel", accel, "-smp", str(max(1, int(self.cpu_limit or 1))),
+        tb = f",tb-size={self.tcg_tb_mb}" if accel == "tcg" and self.tcg_tb_mb else ""
+        argv = [self.qemu, "-accel", accel + tb, "-smp", str(max(1, int(self.cpu_limit or 1))),
                 "-m", f"{int(self.mem_limit) // 2**20}M", "-nographic", "-no-reboot",
                 "-kernel", str(img / "vmlinuz"), "-initrd", str(img / "initrd.img"),
                 "-drive", f"file={self.overlay},format=qcow2,if=virtio",
                 "-virtfs", f"local,path={self.share},mount_tag=repo,security_model=none,id=repo",
-                "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:{GUEST_PORT}",
+                "-nic", self.nic(port),
                 "-append", f"{cvm.KERNEL_CMDLINE} course.job={self.job}"]
         if accel == "tcg":
             argv[1:1] = ["-cpu", "max"]
