@@ -9,13 +9,18 @@ are not isolated. This JupyterHub spawner boots the course VM image
   of the course, kept on the host under `state_dir/<student>/course`, so their
   work and `.progress.json` survive a restart and the instructor can read them;
 * `vm/init.sh` runs the job `vm/work/<job>.sh` of that share: it brings up the
-  network (QEMU user networking; the hub is 10.0.2.2 from the guest), reads the
-  hub's environment (API token...) from `vm/work/<job>.env`, deletes it, and
-  runs `jupyterhub-singleuser` as root (the guest is the student's machine, and
-  BPF needs root) on port 8888, forwarded to a free port on the host's loopback.
+  network, reads the hub's environment (API token...) from `vm/work/<job>.env`,
+  deletes it, fills the work folder (`ebpf-tutor work`) and runs
+  `jupyterhub-singleuser` as root (the guest is the student's machine, and BPF
+  needs root) on port 8888, forwarded to a free port on the host's loopback;
+* the network is QEMU's user networking, restricted by default: the guest
+  reaches nothing on the host or beyond but the hub's API, at 10.0.2.100,
+  relayed by `relay.py` (unrestricted, it reaches the host's loopback as 10.0.2.2).
 
 No secret ever appears in QEMU's argv (visible in the host's `ps`): the token
 travels in the share's env file only, readable by root and that student's VM.
+Leave `JupyterHub.hub_connect_url` unset: the proxy uses it too, and the
+spawner works out the guest's route to the hub itself.
 
     c.JupyterHub.spawner_class = "ebpf_tutor.workshop.vmspawner.VMSpawner"
     c.VMSpawner.suite = "bookworm"        # or trixie
@@ -83,7 +88,7 @@ def guest_job(job: str, command: list[str]) -> str:
     return "\n".join([
         "#!/bin/bash",
         "set -e",
-        "# the network: QEMU user networking, the host (and the hub) is 10.0.2.2",
+        "# QEMU user networking: the guest is 10.0.2.15, its gateway 10.0.2.2",
         "modprobe virtio_net 2>/dev/null || true",
         "dev=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)",
         'ip link set "$dev" up',
