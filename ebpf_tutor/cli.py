@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--install", action="store_true")
     from .workshop.command import add_parser as add_workshop_parser
     add_workshop_parser(sub)
+    from .apps import APPS
+    for name, (module, help_) in APPS.items():       # the applications of chapters 15-22
+        app = sub.add_parser(name, help=help_, description=help_)
+        importlib.import_module(module).add_arguments(app)
     args = ap.parse_args(argv)
 
     if args.cmd == "doctor":
@@ -92,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             import json
             print(json.dumps(spec(), indent=1))
         return 0
+    if args.cmd in APPS:
+        return importlib.import_module(APPS[args.cmd][0]).run(args)
     if args.cmd == "workshop":
         from .workshop.command import run
         return run(args)

@@ -197,7 +197,10 @@ def test_the_sudoers_rule_allows_the_kernel_command_only(learner):
 
 # ------------------------------------------------------------------ browser --
 def shot(page, name: str) -> None:
+    """A screenshot of the current notebook scrolled to its end (the check's verdict)."""
     SHOTS.mkdir(exist_ok=True)
+    current(page).locator(".jp-CodeCell").last.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
     page.screenshot(path=str(SHOTS / f"browser-{name}.png"))
 
 

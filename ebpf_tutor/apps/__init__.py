@@ -1,7 +1,19 @@
-"""The course's complete applications (chapters 15-22), one subpackage each
-as they are written (none yet: chapter 15 is the first).
+"""The course's complete applications (chapters 15-22), one subpackage each.
 
 An application builds on everything below it (Program, sandbox, bpfsys, events)
 and nothing imports it back: each is a tool that runs from its chapter and from
 `ebpf-tutor <app>`.
+
+Each application's `cli.py` has two functions, and `APPS` below names it:
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+    def run(args: argparse.Namespace) -> int: ...
+
+`run` returns the exit status, prints JSON with `--json`, and ends cleanly on
+Ctrl-C (KeyboardInterrupt: detach, print the summary so far, exit 130).
+The `cli` module must import quickly: load BCC and the BPF program in `run`.
 """
+from __future__ import annotations
+
+# command name -> (module with add_arguments/run, one-line help), chapter order
+APPS: dict[str, tuple[str, str]] = {}
