@@ -220,6 +220,8 @@ def main() -> int:
     ap.add_argument("--memory", default="2G")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--tb-mb", type=int, default=0, help="VMSpawner.tcg_tb_mb")
+    ap.add_argument("--restart", action="store_true",
+                    help="restart the hub once the VMs are up: they must be found again")
     ap.add_argument("--keep", action="store_true", help="keep the run's folder (logs)")
     args = ap.parse_args()
     t_total = time.monotonic()
@@ -228,24 +230,29 @@ def main() -> int:
     admin = secrets.token_hex(16)
     cfg = hub_config(tmp, hub_port, proxy_port, admin, args)
     env = dict(os.environ, PATH=f"{VENV}/bin:{os.environ['PATH']}", PYTHONPATH=str(ROOT))
-    hub_log = open(tmp / "hub.log", "w")
-    hub = subprocess.Popen([f"{VENV}/bin/jupyterhub", "-f", str(cfg)], cwd=tmp, env=env,
-                           stdout=hub_log, stderr=subprocess.STDOUT, start_new_session=True)
+    hub_log = open(tmp / "hub.log", "a")
     proxy = f"http://127.0.0.1:{proxy_port}"
     api = Api(f"{proxy}/hub/api", admin)
-    students = [f"student{i + 1}" for i in range(args.students)]
-    kernels: dict[str, Kernel] = {}
-    ok = False
-    try:
+
+    def start_hub(*extra: str) -> subprocess.Popen:
+        proc = subprocess.Popen([f"{VENV}/bin/jupyterhub", "-f", str(cfg), *extra], cwd=tmp,
+                                env=env, stdout=hub_log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         for _ in range(60):
             try:
                 if api.call("GET", "/")[0] == 200:
-                    break
+                    return proc
             except OSError:
                 pass
             time.sleep(1)
-        else:
-            raise RuntimeError("the hub did not answer in 60 s")
+        raise RuntimeError("the hub did not answer in 60 s")
+
+    students = [f"student{i + 1}" for i in range(args.students)]
+    kernels: dict[str, Kernel] = {}
+    ok = False
+    # --restart: the first hub leaves its servers running when it stops
+    hub = start_hub(*(["--JupyterHub.cleanup_servers=False"] if args.restart else []))
+    try:
         log(f"hub up (proxy {proxy}, hub API 127.0.0.1:{hub_port}); run folder {tmp}")
         tokens = {}
         for s in students:
@@ -278,6 +285,19 @@ def main() -> int:
         pids = qemus(tmp)
         assert len(pids) == len(students), f"{len(pids)} QEMU for {len(students)} students"
         log(f"all {len(students)} ready in {all_ready:.0f} s; {len(pids)} QEMU processes")
+
+        if args.restart:   # the hub restarts; the VMs run on, found again from saved state
+            t_r = time.monotonic()
+            hub.send_signal(signal.SIGTERM)
+            hub.wait(timeout=60)
+            assert len(qemus(tmp)) == len(students), "a VM died with the hub"
+            hub = start_hub()
+            for s in students:
+                srv = api.call("GET", f"/users/{s}")[1].get("servers", {}).get("")
+                assert srv and srv.get("ready"), f"{s}'s server lost across the hub's restart"
+            assert qemus(tmp) == pids
+            log(f"hub restarted in {time.monotonic() - t_r:.0f} s; all {len(students)} servers "
+                f"found again (same QEMU pids)")
 
         # 2. one tracepoint program per student, a marker per student
         t1 = time.monotonic()
