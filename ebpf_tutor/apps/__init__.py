@@ -16,4 +16,6 @@ The `cli` module must import quickly: load BCC and the BPF program in `run`.
 from __future__ import annotations
 
 # command name -> (module with add_arguments/run, one-line help), chapter order
-APPS: dict[str, tuple[str, str]] = {}
+APPS: dict[str, tuple[str, str]] = {
+    "profile": ("ebpf_tutor.apps.profiler.cli", "chapter 18: profiler (on-CPU flame graphs, off-CPU time, allocations, block I/O latency)"),
+}
