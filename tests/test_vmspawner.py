@@ -260,3 +260,17 @@ def test_guest_job_reads_then_deletes_env():
     script = guest_job("j", ["/opt/ebpf-venv/bin/jupyterhub-singleuser", "--allow-root"])
     assert script.index(". /w/vm/work/j.env") < script.index("rm -f /w/vm/work/j.env") < \
         script.index("exec /opt/ebpf-venv/bin/jupyterhub-singleuser")
+
+
+def test_a_vm_workshop_config_leaves_the_hub_reachable_and_hides_solutions(tmp_path):
+    from traitlets.config import Config
+
+    from ebpf_tutor.workshop import hub
+    ws = hub.new(tmp_path / "ws", ["ana", "bo"], "vm", vm_suite="trixie", vm_memory="1G", vm_cpus=1)
+    c = Config()
+    hub.configure(c, ws)
+    assert "hub_connect_url" not in c.JupyterHub          # the proxy uses it too: it stays the bind URL
+    assert c.JupyterHub.spawner_class == hub.VM_SPAWNER
+    assert "start_timeout" not in c.Spawner               # VMSpawner keeps its slow-boot default
+    assert (c.VMSpawner.suite, c.VMSpawner.mem_limit, c.VMSpawner.cpu_limit) == ("trixie", "1G", 1)
+    assert "solutions" in c.VMSpawner.exclude and ".git" in c.VMSpawner.exclude

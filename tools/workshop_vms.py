@@ -44,7 +44,6 @@ import websocket
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
-CHP = VENV / "node_modules/.bin/configurable-http-proxy"
 
 ATTACH = r'''
 import json, os, shutil, subprocess, time
@@ -118,33 +117,18 @@ class Api:
             return e.code, {}
 
 
-def hub_config(tmp: Path, hub_port: int, proxy_port: int, admin_token: str, args) -> Path:
-    """A minimal hub: loopback only, dummy auth, VMSpawner."""
-    cfg = tmp / "jupyterhub_config.py"
-    cfg.write_text(f"""
-c = get_config()  # noqa
-c.JupyterHub.bind_url = "http://127.0.0.1:{proxy_port}"
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = {hub_port}
-c.JupyterHub.db_url = "sqlite:///{tmp}/hub.sqlite"
-c.JupyterHub.cookie_secret_file = "{tmp}/cookie_secret"
-c.JupyterHub.pid_file = "{tmp}/hub.pid"
-c.ConfigurableHTTPProxy.command = ["{CHP}"]
-c.ConfigurableHTTPProxy.pid_file = "{tmp}/proxy.pid"
-c.JupyterHub.authenticator_class = "dummy"
-c.Authenticator.allow_all = True
-c.JupyterHub.services = [{{"name": "driver", "api_token": "{admin_token}"}}]
-c.JupyterHub.load_roles = [{{"name": "driver", "services": ["driver"],
-    "scopes": ["admin:users", "admin:servers", "tokens", "read:users"]}}]
-c.JupyterHub.spawner_class = "ebpf_tutor.workshop.vmspawner.VMSpawner"
-c.VMSpawner.suite = "{args.suite}"
-c.VMSpawner.state_dir = "{tmp}/students"
-c.Spawner.mem_limit = "{args.memory}"
-c.Spawner.cpu_limit = {args.cpus}
-c.VMSpawner.tcg_tb_mb = {args.tb_mb}
-c.JupyterHub.cleanup_servers = True
-""")
-    return cfg
+def hub_config(tmp: Path, hub_port: int, proxy_port: int, students: list[str], args):
+    """The instructor's own configuration (`ebpf-tutor workshop start --mode vm`), with
+    dummy logins and this run's sizes: what is proven here is what a room gets."""
+    sys.path.insert(0, str(ROOT))
+    from ebpf_tutor.workshop import hub
+    ws = hub.new(tmp / "workshop", students, "vm", port=proxy_port, hub_port=hub_port,
+                 authenticator="dummy", vm_suite=args.suite, vm_memory=args.memory,
+                 vm_cpus=args.cpus)
+    cfg = Path(ws.dir) / "jupyterhub_config.py"
+    with cfg.open("a") as f:
+        f.write(f"c.VMSpawner.tcg_tb_mb = {args.tb_mb}\nc.JupyterHub.cleanup_servers = True\n")
+    return cfg, ws.admin_token, hub.vm_state_dir(ws)
 
 
 class Kernel:
@@ -227,8 +211,8 @@ def main() -> int:
     t_total = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="workshop-vms-", dir="/var/tmp"))
     hub_port, proxy_port = free_port(), free_port()
-    admin = secrets.token_hex(16)
-    cfg = hub_config(tmp, hub_port, proxy_port, admin, args)
+    students = [f"student{i + 1}" for i in range(args.students)]
+    cfg, admin, vms = hub_config(tmp, hub_port, proxy_port, students, args)
     env = dict(os.environ, PATH=f"{VENV}/bin:{os.environ['PATH']}", PYTHONPATH=str(ROOT))
     hub_log = open(tmp / "hub.log", "a")
     proxy = f"http://127.0.0.1:{proxy_port}"
@@ -247,7 +231,6 @@ def main() -> int:
             time.sleep(1)
         raise RuntimeError("the hub did not answer in 60 s")
 
-    students = [f"student{i + 1}" for i in range(args.students)]
     kernels: dict[str, Kernel] = {}
     ok = False
     # --restart: the first hub leaves its servers running when it stops
@@ -361,8 +344,8 @@ def main() -> int:
         hub.send_signal(signal.SIGTERM)                # the hub's shutdown stops the last VM
         hub.wait(timeout=120)
         left = qemus(tmp)
-        files = [p for p in tmp.glob("students/*/*") if p.name.startswith("overlay")]
-        files += [p for p in tmp.glob("students/*/course/vm/work/*") if p.suffix != ".log"]
+        files = [p for p in vms.glob("*/*") if p.name.startswith("overlay")]
+        files += [p for p in vms.glob("*/course/vm/work/*") if p.suffix != ".log"]
         log(f"hub stopped in {time.monotonic() - t3:.0f} s; QEMU left: {left or 'none'}; "
             f"overlays/job/env files left: {files or 'none'}")
         assert not left and not files

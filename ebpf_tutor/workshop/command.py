@@ -45,8 +45,13 @@ def add_parser(sub) -> None:
     s.add_argument("--hub-port", type=int, default=0, help="the hub's internal API port (default: a free one)")
     s.add_argument("--hub-bind-url", default="", help="where the hub's API listens (default http://127.0.0.1:HUB_PORT)")
     s.add_argument("--hub-connect-url", default="",
-                   help=f"how servers reach the hub's API (vm mode default http://{hub.QEMU_HOST}:HUB_PORT)")
+                   help="how servers and the proxy reach the hub's API (default: the bind URL; "
+                        "vm mode: each VM gets its own route)")
     s.add_argument("--password", default="", help="the students' shared password (default: generated, printed)")
+    s.add_argument("--vm-suite", default="bookworm", choices=("bookworm", "trixie"),
+                   help="vm mode: the course VM image, Debian 12 (6.1) or 13 (6.12) (default %(default)s)")
+    s.add_argument("--vm-memory", default="2G", help="vm mode: memory per student VM (default %(default)s)")
+    s.add_argument("--vm-cpus", type=int, default=2, help="vm mode: vCPUs per student VM (default %(default)s)")
     for name, text in (("status", "users, their servers and last activity (REST API)"),
                        ("progress", "every student's labs passed, attempts and last result"),
                        ("stop", "stop servers, hub and proxy; remove the users and sudoers rule it created")):
@@ -75,7 +80,8 @@ def _start(args) -> int:
             raise ValueError("say who comes: --students N or --names a,b,c")
         ws = hub.new(args.dir, names, args.mode, ip=args.ip, port=args.port, hub_port=args.hub_port,
                      hub_bind_url=args.hub_bind_url, hub_connect_url=args.hub_connect_url,
-                     password=args.password)
+                     password=args.password, vm_suite=args.vm_suite, vm_memory=args.vm_memory,
+                     vm_cpus=args.vm_cpus)
     pid = hub.start(ws)
     print(f"[workshop] hub running (pid {pid}, mode {ws.mode}): {ws.url}/hub/login")
     print(f"[workshop] students: {', '.join(ws.students)}")

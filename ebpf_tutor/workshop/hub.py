@@ -78,6 +78,9 @@ class Workshop:
     proxy_token: str = ""
     sudoers: str = SUDOERS
     created_users: list[str] = field(default_factory=list)
+    vm_suite: str = "bookworm"        # vm mode: the course VM image, its memory and vCPUs
+    vm_memory: str = "2G"
+    vm_cpus: int = 2
 
     @property
     def path(self) -> Path:
@@ -106,7 +109,8 @@ def new(folder: str | Path, students: list[str], mode: str = "trusted-room", *,
         ip: str = "127.0.0.1", port: int = 8000, hub_port: int = 0,
         hub_bind_url: str = "", hub_connect_url: str = "",
         authenticator: str = "shared-password", password: str = "",
-        sudoers: str = SUDOERS) -> Workshop:
+        sudoers: str = SUDOERS, vm_suite: str = "bookworm", vm_memory: str = "2G",
+        vm_cpus: int = 2) -> Workshop:
     """Create the workshop folder with its settings, secrets and hub config."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -120,9 +124,12 @@ def new(folder: str | Path, students: list[str], mode: str = "trusted-room", *,
         dir=str(d), students=list(students), mode=mode, ip=ip, port=port,
         hub_port=hub_port, proxy_api_port=free_port(),
         hub_bind_url=hub_bind_url or f"http://127.0.0.1:{hub_port}",
-        hub_connect_url=hub_connect_url or (f"http://{QEMU_HOST}:{hub_port}" if mode == "vm" else ""),
+        # vm mode: the spawner gives each guest its own route to the hub's API; the
+        # proxy uses hub_connect_url too, so it must stay reachable from the host
+        hub_connect_url=hub_connect_url,
         authenticator=authenticator, password=password or secrets.token_urlsafe(9),
-        admin_token=secrets.token_hex(32), proxy_token=secrets.token_hex(32), sudoers=sudoers)
+        admin_token=secrets.token_hex(32), proxy_token=secrets.token_hex(32), sudoers=sudoers,
+        vm_suite=vm_suite, vm_memory=vm_memory, vm_cpus=vm_cpus)
     ws.save()
     (d / "jupyterhub_config.py").write_text(
         "# written by ebpf-tutor workshop; the settings are in workshop.json\n"
@@ -165,12 +172,17 @@ def configure(c, ws: Workshop) -> None:
         c.JupyterHub.authenticator_class = "jupyterhub.authenticators.shared.SharedPasswordAuthenticator"
         c.SharedPasswordAuthenticator.user_password = ws.password
     c.Spawner.default_url = "/lab"
-    c.Spawner.start_timeout = 120
-    c.Spawner.http_timeout = 90
-    if ws.mode == "vm":
+    if ws.mode == "vm":                # the VMSpawner's own timeouts allow for slow boots
         c.JupyterHub.spawner_class = VM_SPAWNER
         c.VMSpawner.state_dir = str(vm_state_dir(ws))
+        c.VMSpawner.suite = ws.vm_suite
+        c.VMSpawner.mem_limit = ws.vm_memory
+        c.VMSpawner.cpu_limit = ws.vm_cpus
+        from .vmspawner import TOP_IGNORE
+        c.VMSpawner.exclude = [*TOP_IGNORE, "solutions"]     # students do not get the solutions
         return
+    c.Spawner.start_timeout = 120
+    c.Spawner.http_timeout = 90
     c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"
     c.Spawner.cmd = [str(VENV / "bin/jupyterhub-singleuser")]
     c.Spawner.notebook_dir = f"~/{WORK_FOLDER}"
@@ -299,6 +311,7 @@ def start(ws: Workshop, timeout: float = 60, log=print) -> int:
         except OSError:
             pass
         time.sleep(0.3)
+    _terminate(proc.pid)                     # not left running behind a failed start
     raise TimeoutError(f"the hub did not answer in {timeout:.0f} s; see {ws.path / 'hub.log'}")
 
 
