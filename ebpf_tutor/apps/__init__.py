@@ -17,6 +17,7 @@ from __future__ import annotations
 
 # command name -> (module with add_arguments/run, one-line help), chapter order
 APPS: dict[str, tuple[str, str]] = {
+    "systrace": ("ebpf_tutor.apps.systrace.cli", "chapter 15: strace-like system call tracer (filters, decoded arguments, -c summary)"),
     "netflow": ("ebpf_tutor.apps.netflow.cli", "chapter 16: network traffic analyzer (flow table, protocols, talkers, scan/flood alerts, pcap)"),
     "profile": ("ebpf_tutor.apps.profiler.cli", "chapter 18: profiler (on-CPU flame graphs, off-CPU time, allocations, block I/O latency)"),
 }
