@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from .fold import Folded, fold
@@ -29,6 +31,44 @@ def record(pid: int, seconds: float, freq: int = 99) -> Folded:
         out = subprocess.run(["perf", "script", "-i", str(data), "-F", "comm,pid,ip,sym,dso"],
                              check=True, capture_output=True, text=True).stdout
     return parse_script(out)
+
+
+class Recorder:
+    """`perf record -F FREQ -g -p PID` running in the background until stop(),
+    which returns the folded stacks. Use as a context manager."""
+
+    def __init__(self, pid: int, freq: int = 99):
+        self._tmp = tempfile.TemporaryDirectory(prefix="ebt-perf-")
+        self.data = Path(self._tmp.name) / "perf.data"
+        self.proc = subprocess.Popen(["perf", "record", "-q", "-F", str(freq), "-g", "-p",
+                                      str(pid), "-o", str(self.data)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+        self.started = time.monotonic()
+
+    def stop(self) -> Folded:
+        """SIGINT (perf's Ctrl-C: it writes its file and exits), then fold."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=60)
+        if not self.data.exists():
+            raise RuntimeError(f"perf record wrote nothing: {err.strip()[-500:]}")
+        out = subprocess.run(["perf", "script", "-i", str(self.data), "-F",
+                              "comm,pid,ip,sym,dso"], check=True, capture_output=True,
+                             text=True).stdout
+        return parse_script(out)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def parse_script(text: str) -> Folded:

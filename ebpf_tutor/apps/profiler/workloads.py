@@ -54,6 +54,7 @@ int main(int argc, char **argv) {       /* hotcold SECONDS [wait] */
 """
 
 SLEEPER_C = r"""
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -66,11 +67,18 @@ static void nap(long ms) {
 __attribute__((noinline)) void wait_long(long ms) { nap(ms); sink = 0; }
 __attribute__((noinline)) void wait_short(long ms) { nap(ms); sink = 0; }
 
-int main(int argc, char **argv) {       /* sleeper ROUNDS LONG_MS SHORT_MS */
+int main(int argc, char **argv) {       /* sleeper ROUNDS LONG_MS SHORT_MS [wait] */
     int rounds = atoi(argv[1]);
+    if (argc > 4)
+        getchar();                      /* with "wait": the profiler attaches first */
     for (int i = 0; i < rounds; i++) {
         wait_long(atol(argv[2]));
         wait_short(atol(argv[3]));
+    }
+    if (argc > 4) {
+        printf("done\n");
+        fflush(stdout);
+        getchar();                      /* and stays alive to be symbolized */
     }
     return 0;
 }
@@ -135,3 +143,47 @@ def sleeper() -> Path:
 
 def leaker() -> Path:
     return build("ebt-leaker", LEAKER_C)
+
+
+class Gated:
+    """A workload started with "wait": it blocks on its stdin until go(), says
+    "done" when its work is over, and stays alive (symbolizable) until closed.
+
+        with Gated(sleeper(), 5, 60, 20) as w:
+            session = Session("offcpu", pid=w.pid)
+            w.go(); w.wait_done()
+            folded = session.collect()
+    """
+
+    def __init__(self, binary: Path, *args):
+        self.proc = subprocess.Popen([str(binary), *map(str, args), "wait"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
+
+    def go(self) -> None:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+
+    def wait_done(self, timeout: float = 60) -> None:
+        import select
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready or self.proc.stdout.readline().strip() != "done":
+            raise RuntimeError(f"{self.proc.args[0]} did not finish its work in {timeout} s")
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+    def __enter__(self) -> "Gated":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
