@@ -59,7 +59,7 @@ def course_files(root: Path = CHECKOUT) -> dict[str, Path]:
         rel = p.relative_to(root)
         if not p.is_file() or "__pycache__" in rel.parts or ".ipynb_checkpoints" in rel.parts:
             continue
-        if len(rel.parts) == 2 and p.suffix == ".py" and p.with_suffix(".ipynb").exists():
+        if len(rel.parts) == 2 and p.suffix == ".py":     # a chapter's jupytext source
             continue
         files[str(rel)] = p
     for p in sorted((root / "labs").glob("ch*/*.ipynb")):

@@ -84,19 +84,8 @@ def learner():
             SUDOERS.write_bytes(saved)
 
 
-def course_state() -> dict[str, tuple[int, int]]:
-    """Size and mtime of every file under notebooks/ and labs/ in the checkout."""
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns)
-            for d in ("notebooks", "labs") for p in (ROOT / d).rglob("*") if p.is_file()}
-
-
 @pytest.fixture(scope="module")
-def checkout_before():
-    return course_state()
-
-
-@pytest.fixture(scope="module")
-def server(learner, checkout_before):
+def server(learner):
     """`./course lab` as the learner; yields (url it printed, port, server pid)."""
     port = free_port()
     proc = subprocess.Popen(["runuser", "-l", learner, "-c", f"cd {ROOT} && PORT={port} ./course lab"],
@@ -263,6 +252,7 @@ def test_chapter_1_runs_all_with_its_programs_attached(server, page):
     assert "ch01_introduction.ipynb" in listing and not [n for n in listing if n.endswith(".py")], listing
     run_all(page)
     shot(page, "ch01")
+    assert page.get_by_text("official Jupyter news").count() == 0     # overrides.json
     text = "\n".join(outputs(page))
     assert re.search(r"true\s+5", text) and re.search(r"uname\s+3", text), text[-3000:]
     assert "gone: bpftool no longer knows that id" in text
@@ -300,14 +290,25 @@ def test_lab_starter_then_wrong_then_right(server, page, learner):
     shot(page, "lab-pass")
     cells = outputs(page)
     assert cells[check].count("PASS lab 1.1") == 1, cells[check]
+    page.keyboard.press("Control+S")                   # saved to the learner's own copy
+    saved = Path(pwd.getpwnam(learner).pw_dir) / "ebpf-course-work" / LAB
+    for _ in range(50):
+        if "execs.atomic_increment(key);" in saved.read_text():
+            break
+        page.wait_for_timeout(200)
+    assert "execs.atomic_increment(key);" in saved.read_text()
+    assert "execs.atomic_increment(key);" not in (ROOT / LAB).read_text()
     progress = as_user(learner, f"{ROOT}/.venv/bin/ebpf-tutor progress").stdout
     assert re.search(r"\[x\] 1\.1 ", progress), progress
     record = json.loads((Path(pwd.getpwnam(learner).pw_dir) / "ebpf-course-work/.progress.json").read_text())
     assert record["1.1"]["passed"] and record["1.1"]["attempts"] >= 3
 
 
-def test_the_checkout_stays_clean(server, checkout_before):
-    now = course_state()
-    changed = sorted(k for k in now.keys() | checkout_before.keys() if now.get(k) != checkout_before.get(k))
-    assert not changed, f"the learner's session changed the checkout: {changed}"
-    assert not list(ROOT.glob("notebooks/**/.ipynb_checkpoints")) + list(ROOT.glob("labs/**/.ipynb_checkpoints"))
+def test_the_checkout_stays_clean(server, learner):
+    """The server serves the learner's work folder: nothing of theirs lands in the course."""
+    uid = pwd.getpwnam(learner).pw_uid
+    theirs = [p for d in ("notebooks", "labs") for p in (ROOT / d).rglob("*") if p.stat().st_uid == uid]
+    checkpoints = [p for d in ("notebooks", "labs") for p in (ROOT / d).rglob(".ipynb_checkpoints")]
+    assert not theirs and not checkpoints, theirs + checkpoints
+    work = Path(pwd.getpwnam(learner).pw_dir) / "ebpf-course-work"
+    assert (work / ".ebpf-course.json").is_file() and list(work.rglob(".ipynb_checkpoints"))
