@@ -31,6 +31,7 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/*
 
 EXPOSE 8888
-# At start: mounts and headers for the host kernel, then JupyterLab. Inside the
+# At start: mounts and headers for the host kernel, the learner's work folder
+# (./work: mount a volume there to keep it), then JupyterLab on chapter 1. Inside the
 # container it listens on all its interfaces; publish it on 127.0.0.1 only.
-CMD ["bash", "-c", "scripts/provision.sh --runtime && exec .venv/bin/jupyter lab --ip=0.0.0.0 --port=8888 --no-browser --allow-root --ServerApp.root_dir=/opt/ebpf-course"]
+CMD ["bash", "-c", "scripts/provision.sh --runtime && work=$(.venv/bin/ebpf-tutor work --print-path) && exec .venv/bin/jupyter lab --ip=0.0.0.0 --port=8888 --no-browser --allow-root --ServerApp.root_dir=\"$work\" --LabApp.default_url=/lab/tree/notebooks/ch01_introduction.ipynb"]
