@@ -146,3 +146,31 @@ def test_cgroup_filter_ignores_decoys(marker):
             subprocess.run(workload.argv(marker, 1, 1, 4), check=True)   # the decoy, outside
             stats = tr.summary()
     assert stats["getppid"].calls == 6 and stats["wait4"].calls == 2
+
+
+OPENS = """
+import os, sys
+d = sys.argv[1]
+for f in (os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_NOFOLLOW,
+          os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_APPEND,
+          os.O_RDONLY | os.O_NOCTTY | os.O_SYNC | os.O_NOATIME | os.O_DIRECT | os.O_PATH,
+          os.O_TMPFILE | os.O_RDWR):
+    try:
+        os.open(d + "/f" if f != os.O_TMPFILE | os.O_RDWR else d, f, 0o640)
+    except OSError:
+        pass
+"""
+
+
+@needs_root
+def test_openat_lines_equal_strace(tmp_path):
+    argv = ["/usr/bin/python3", "-c", OPENS, str(tmp_path)]
+    st = tmp_path / "strace.txt"
+    subprocess.run(["strace", "-q", "-e", "trace=openat", "-o", str(st), *argv], check=True)
+    theirs = [line.split(" = ")[0] for line in st.read_text().splitlines() if str(tmp_path) in line]
+    for f in tmp_path.glob("f"):
+        f.unlink()
+    out = systrace("--json", "-e", "openat", "--", *argv)
+    ours = [f"openat({', '.join(r['args'])})" for r in map(json.loads, out.stdout.splitlines())
+            if str(tmp_path) in " ".join(r["args"])]
+    assert len(theirs) == 4 and ours == theirs
