@@ -198,3 +198,144 @@ def _missing_hint(key: FlowKey, got: dict, plan: FlowPlan) -> str:
     if proto == 1:
         return "ICMP has no ports: its key has ports 0 and proto 1"
     return "key every IPv4 frame by its addresses, protocol and (TCP/UDP) ports"
+
+
+# -------------------------------------------------------------------- 16.2 --
+WINDOW = 0.3                      # seconds; the check sleeps 1.5 windows between phases
+KINDS = {1: "scan", 2: "flood"}
+
+
+class DetectionPlan:
+    """Seven sources, each with a role and the alerts it must raise."""
+
+    def __init__(self, lab: net.VethPair, rng: random.Random, scan: int, flood: int):
+        self.lab, self.rng, self.scan, self.flood = lab, rng, scan, flood
+        hosts = rng.sample(range(20, 250), 7)
+        self.ip = dict(zip(["scanner", "horizontal scanner", "flooder", "busy client", "server",
+                            "slow scanner", "slow sender"], (f"10.200.0.{h}" for h in hosts)))
+        self.expected = Counter({("scan", self.ip["scanner"]): 1,
+                                 ("scan", self.ip["horizontal scanner"]): 1,
+                                 ("flood", self.ip["flooder"]): 2})
+        self.ports = rng.sample(range(1024, 60000), 4 * scan + 40)
+
+    def _syn(self, src: str, dport: int, sport: int = 40000, dst: str | None = None,
+             flags: str = "S") -> bytes:
+        return packets.tcp_packet(dport=dport, sport=sport, src=src, dst=dst or self.lab.ip_b,
+                                  flags=flags)
+
+    def _udp(self, src: str, dport: int, n: int) -> list[bytes]:
+        frame = packets.udp_packet(dport=dport, sport=5000, src=src, dst=self.lab.ip_b,
+                                   payload=b"u" * 16)
+        return [frame] * n
+
+    def first_window(self) -> dict[str, list[bytes]]:
+        ip, rng, scan, flood, ports = self.ip, self.rng, self.scan, self.flood, self.ports
+        half = scan - 2
+        busy_retries = 2 * scan
+        return {
+            "scanner": [self._syn(ip["scanner"], p) for p in ports[:scan + rng.randint(3, 10)]],
+            "horizontal scanner": [self._syn(ip["horizontal scanner"], 22,
+                                             dst=f"10.200.{rng.randrange(1, 250)}.{i + 1}")
+                                   for i in range(scan + 3)],
+            "flooder": self._udp(ip["flooder"], 7777, flood + rng.randint(50, 300)),
+            "busy client": [self._syn(ip["busy client"], 443, sport=41000 + i)
+                            for i in range(busy_retries)]
+            + self._udp(ip["busy client"], 53, flood - busy_retries - 20)
+            + self._udp(ip["busy client"], 123, 5),
+            "server": [self._syn(ip["server"], p, sport=443, flags="SA")
+                       for p in ports[:scan + 10]],
+            "slow scanner": [self._syn(ip["slow scanner"], p) for p in ports[-half:]],
+            "slow sender": self._udp(ip["slow sender"], 8000, flood * 2 // 3),
+        }
+
+    def second_window(self) -> dict[str, list[bytes]]:
+        ip, half = self.ip, self.scan - 2
+        return {
+            "slow scanner": [self._syn(ip["slow scanner"], p)
+                             for p in self.ports[-2 * half:-half]],
+            "slow sender": self._udp(ip["slow sender"], 8000, self.flood * 2 // 3),
+            "flooder": self._udp(ip["flooder"], 7777, self.flood + 10),
+        }
+
+
+@lab("16.2", "port-scan and flood detection")
+def check_detection(program: str) -> str:
+    rng = random.Random()
+    scan, flood = rng.randint(12, 24), rng.randint(500, 900)
+    cflags = [f"-DWINDOW_NS={int(WINDOW * 1e9)}ULL", f"-DSCAN_PORTS={scan}",
+              f"-DFLOOD_PACKETS={flood}"]
+    raw: list[bytes] = []
+    try:
+        with net.VethPair(quiet=True) as lab, _load("16.2", program, "detect_xdp", cflags) as prog:
+            require_table(prog, "alerts", "16.2", "keep BPF_RINGBUF_OUTPUT(alerts, 8);")
+            prog["alerts"].open_ring_buffer(lambda _c, data, size: raw.append(ct.string_at(data, size)))
+            plan = DetectionPlan(lab, rng, scan, flood)
+            with xdp.attach(prog, "detect_xdp", *lab.where("b")):
+                for i, phase in enumerate((plan.first_window(), plan.second_window())):
+                    if i:
+                        time.sleep(WINDOW * 1.5)        # every source's first window ends
+                    for frames in phase.values():      # each source's frames back to back
+                        traffic.send_frames(lab.ns["a"], lab.ifname["a"], frames)
+                prog.ring_buffer_poll(50)
+                prog.ring_buffer_consume()
+    finally:
+        close_all()
+    return _judge_alerts(raw, plan)
+
+
+def _judge_alerts(raw: list[bytes], plan: DetectionPlan) -> str:
+    role = {ip: name for name, ip in plan.ip.items()}
+    got: Counter = Counter()
+    values: dict[tuple[str, str], set[int]] = {}
+    for rec in raw:
+        expect(len(rec) >= 16, "16.2", f"an alert is {len(rec)} bytes, smaller than struct alert (16)",
+               "keep struct alert and send_alert() as given")
+        saddr, kind, value = struct.unpack_from("=IIQ", rec)
+        key = (KINDS.get(kind, str(kind)), _ip(saddr))
+        got[key] += 1
+        values.setdefault(key, set()).add(value)
+    thresholds = {"scan": plan.scan, "flood": plan.flood}
+    hints = {
+        "scanner": "count distinct (destination, port) tries per source; alert when the count "
+                   "reaches SCAN_PORTS",
+        "horizontal scanner": "a try is (destination, port): the same port on many addresses "
+                              "is many tries (put daddr in the touch key)",
+        "flooder": "count every packet per source in the window; alert when it reaches "
+                   "FLOOD_PACKETS, once per window, and again in a later window (reset the flags "
+                   "with the window)",
+        "busy client": "a repeated try of the same (destination, port) in one window counts "
+                       "once (the `touched` map)",
+        "server": "only a SYN without ACK (or UDP) is an attempt: a SYN+ACK answers a client",
+        "slow scanner": "a window ends: when now - window_start > WINDOW_NS, start a new one "
+                        "with the counts at zero",
+        "slow sender": "a window ends: when now - window_start > WINDOW_NS, start a new one "
+                       "with the counts at zero",
+    }
+    order = ["busy client", "server", "slow scanner", "slow sender", "flooder", "scanner",
+             "horizontal scanner"]
+    wrong = [(kind, ip, n) for (kind, ip), n in got.items() if (kind, ip) not in plan.expected]
+    wrong.sort(key=lambda w: order.index(role[w[1]]) if w[1] in role else -1)
+    for kind, ip, n in wrong:
+        who = role.get(ip, "an address the check never used")
+        hint = hints.get(who, "alert only for the sources that crossed a threshold")
+        if kind == "scan" and who in ("busy client", "slow sender", "flooder"):
+            hint = ("it tried only a few (destination, port) pairs, many times: a repeated try "
+                    "in the same window counts once (the `touched` map)")
+        raise LabFailed("16.2", f"the {who} ({ip}) was flagged as a {kind} ({n} alert(s)); it "
+                        "must not be", hint)
+    for (kind, ip), n in sorted(plan.expected.items()):
+        who = role[ip]
+        seen = got.get((kind, ip), 0)
+        expect(seen, "16.2", f"the {who} ({ip}) was not flagged as a {kind}", hints[who])
+        expect(seen == n, "16.2", f"the {who} ({ip}) raised {seen} {kind} alert(s); expected {n}"
+               f"{' (one per window, in two windows)' if n == 2 else ' (one per window)'}",
+               "alert once per window: set scan_alerted / flood_alerted, and clear them when a "
+               "new window starts")
+        bad = sorted(values[(kind, ip)] - {thresholds[kind]})
+        if bad:
+            raise LabFailed("16.2", f"the {kind} alert of the {who} says value = {bad[0]}; the "
+                            f"threshold is {thresholds[kind]}", "alert when the count *reaches* "
+                            "the threshold (>=), with that count as value")
+    return (f"thresholds {plan.scan} ports / {plan.flood} packets per {WINDOW} s window: scan, "
+            "horizontal scan and two flood windows flagged; busy client, server, slow scanner "
+            "and slow sender not")
