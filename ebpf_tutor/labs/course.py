@@ -47,7 +47,8 @@ PARTS: list[tuple[str, list[Chapter]]] = [
             "regression detector"),
     ]),
     ("Part IV: Applications", [
-        _ch(15, "System call tracer", "filters; output formats; overhead"),
+        _ch(15, "System call tracer", "kernel filter by name and cgroup; argument decoder; "
+            "in-kernel -c summary"),
         _ch(16, "Network traffic analyzer", "flow table; anomaly detection; pcap export"),
         _ch(17, "Container security monitor", "per-container events; policy enforcement; "
             "detections"),
