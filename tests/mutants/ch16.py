@@ -41,3 +41,19 @@ MUTANTS["16.2"] = [
     ("a new window keeps the alerted flags",
      "        s->scan_alerted = 0;\n        s->flood_alerted = 0;\n", ""),
 ]
+MUTANTS["16.3"] = [
+    ("microsecond magic with nanosecond fractions",
+     "0xA1B23C4D, 2, 4", "0xA1B2C3D4, 2, 4"),
+    ("incl_len is the frame's length, not the bytes kept",
+     'struct.pack("=IIII", sec, nsec, len(data), orig_len)',
+     'struct.pack("=IIII", sec, nsec, orig_len, orig_len)'),
+    ("orig_len is the captured length",
+     'struct.pack("=IIII", sec, nsec, len(data), orig_len)',
+     'struct.pack("=IIII", sec, nsec, len(data), len(data))'),
+    ("kernel timestamps written as they are (time since boot)",
+     "    return ktime_ns + boot\n", "    return ktime_ns\n"),
+    ("link type 0 (BSD loopback)",
+     "LINKTYPE_ETHERNET = 1", "LINKTYPE_ETHERNET = 0"),
+    ("big-endian file header, native-order records",
+     'struct.pack("=IHHiIII", 0xA1B23C4D', 'struct.pack(">IHHiIII", 0xA1B23C4D'),
+]

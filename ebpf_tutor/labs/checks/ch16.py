@@ -339,3 +339,162 @@ def _judge_alerts(raw: list[bytes], plan: DetectionPlan) -> str:
     return (f"thresholds {plan.scan} ports / {plan.flood} packets per {WINDOW} s window: scan, "
             "horizontal scan and two flood windows flagged; busy client, server, slow scanner "
             "and slow sender not")
+
+
+# -------------------------------------------------------------------- 16.3 --
+SAMPLER = r"""
+struct sample { u64 ts_ns; u32 pkt_len; u32 cap_len; u8 data[SNAP_LEN]; };
+BPF_RINGBUF_OUTPUT(samples, 128);
+BPF_ARRAY(seen, u64, 1);
+int xdp_sample(struct xdp_md *ctx) {
+    u32 zero = 0;
+    u64 *count = seen.lookup(&zero);
+    if (!count || __sync_fetch_and_add(count, 1) % SAMPLE_RATE != 0)
+        return XDP_PASS;
+    struct sample *s = samples.ringbuf_reserve(sizeof(struct sample));
+    if (!s)
+        return XDP_PASS;
+    u64 len = ctx->data_end - ctx->data;
+    u64 cap = len < SNAP_LEN ? len : SNAP_LEN;
+    s->ts_ns = bpf_ktime_get_ns();
+    s->pkt_len = len;
+    s->cap_len = cap;
+    if (cap == 0 || bpf_xdp_load_bytes(ctx, 0, s->data, cap) != 0) {
+        samples.ringbuf_discard(s, 0);
+        return XDP_PASS;
+    }
+    samples.ringbuf_submit(s, 0);
+    return XDP_PASS;
+}
+"""
+PCAP_FRAMES = 240
+FIELDS = ["ip.id", "frame.len", "frame.cap_len", "frame.time_epoch", "udp.dstport"]
+
+
+@lab("16.3", "pcap export of sampled packets")
+def check_pcap(pcap_header, pcap_record, wall_clock_ns) -> str:
+    """The check's sampler on a veth, the learner's file format, tshark as the reader."""
+    expect(shutil.which("tshark") is not None, "16.3", "tshark is not installed on this machine",
+           "install Debian's tshark (./course provisions it on the host)")
+    rng = random.Random()
+    rate, snap = rng.choice([3, 4, 5]), rng.randrange(60, 97)
+    dport = _port(rng)
+    raw: list[bytes] = []
+    try:
+        with net.VethPair(quiet=True) as lab, \
+                Program(SAMPLER, cflags=[f"-DSAMPLE_RATE={rate}", f"-DSNAP_LEN={snap}"],
+                        name="lab 16.3 sampler") as prog:
+            prog["samples"].open_ring_buffer(lambda _c, d, n: raw.append(ct.string_at(d, n)))
+            frames = [packets.udp_packet(dport=dport, sport=5000, src=lab.ip_a, dst=lab.ip_b,
+                                         ident=i, payload=bytes(rng.randrange(0, 300)))
+                      for i in range(PCAP_FRAMES)]
+            with xdp.attach(prog, "xdp_sample", *lab.where("b")):
+                sent_from = time.time()
+                traffic.send_frames(lab.ns["a"], lab.ifname["a"], frames)
+                sent_to = time.time()
+                prog.ring_buffer_poll(100)
+                prog.ring_buffer_consume()
+    finally:
+        close_all()
+    assert len(raw) == PCAP_FRAMES // rate, f"the check's sampler gave {len(raw)} samples"
+    samples = []
+    for rec in raw:
+        ts, pkt_len, cap_len = struct.unpack_from("=QII", rec)
+        samples.append((ts, pkt_len, rec[16:16 + cap_len]))
+    folder = Path(tempfile.mkdtemp(prefix=f"ebt-{__import__('os').getpid()}-c16-"))
+    path = folder / "samples.pcap"
+    try:
+        header = pcap_header(snap)
+        expect(isinstance(header, (bytes, bytearray)) and len(header) == 24, "16.3",
+               f"pcap_header() returned {type(header).__name__} of length "
+               f"{len(header) if hasattr(header, '__len__') else '?'}; a pcap file header is 24 bytes",
+               'struct.pack("=IHHiIII", magic, 2, 4, 0, 0, snap_len, linktype)')
+        body = b"".join(pcap_record(wall_clock_ns(ts), data, pkt_len) for ts, pkt_len, data in samples)
+        path.write_bytes(bytes(header) + bytes(body))
+        return _judge_pcap(path, samples, frames, snap, rate, sent_from, sent_to)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_structure(path: Path) -> None:
+    """What any pcap reader relies on (libpcap, tcpdump): a known magic, and
+    in every record a fraction of a second below one second in the unit the
+    magic names. (tshark guesses its way around some of these mistakes;
+    tcpdump does not.)"""
+    raw = path.read_bytes()
+    magics = {0xA1B2C3D4: 10 ** 6, 0xA1B23C4D: 10 ** 9}
+    for order in "<>":
+        magic = struct.unpack_from(order + "I", raw)[0]
+        if magic in magics:
+            break
+    else:
+        raise LabFailed("16.3", f"your file starts with {raw[:4].hex()}: not a pcap magic number",
+                        "the magic is 0xa1b23c4d (nanoseconds) or 0xa1b2c3d4 (microseconds), "
+                        "written in the same byte order as every other field")
+    unit, off, n = magics[magic], 24, 0
+    snaplen = struct.unpack_from(order + "I", raw, 16)[0]
+    while off + 16 <= len(raw):
+        _sec, frac, incl, _orig = struct.unpack_from(order + "IIII", raw, off)
+        n += 1
+        if incl > snaplen or off + 16 + incl > len(raw):
+            raise LabFailed("16.3", f"record {n} says {incl} bytes follow; your header's snap "
+                            f"length is {snaplen} and {len(raw) - off - 16} bytes are left",
+                            "incl_len is the number of bytes that follow the record header: "
+                            "len(data)")
+        if frac >= unit:
+            name = "microseconds" if unit == 10 ** 6 else "nanoseconds"
+            raise LabFailed("16.3", f"a record's fraction of a second is {frac}, but your magic "
+                            f"0x{magic:08x} says it counts {name} (below {unit})",
+                            "nanoseconds go with magic 0xa1b23c4d; or write microseconds "
+                            "(ns // 1000) with 0xa1b2c3d4")
+        off += 16 + incl
+
+
+def _judge_pcap(path: Path, samples, frames, snap: int, rate: int, sent_from: float,
+                sent_to: float) -> str:
+    _check_structure(path)
+    r = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields",
+                        *[a for f in FIELDS for a in ("-e", f)]],
+                       capture_output=True, text=True, timeout=60)
+    complaint = "\n".join(ln for ln in r.stderr.splitlines() if "Running as user" not in ln).strip()
+    rows = [ln.split("\t") for ln in r.stdout.splitlines() if ln.strip()]
+    expect(r.returncode == 0 and not complaint, "16.3",
+           f"tshark could not read your file: {complaint.splitlines()[0] if complaint else r.returncode}",
+           "every record's incl_len must equal the bytes that follow it (len(data)); check the "
+           "magic, the byte order and the sizes (24-byte file header, 16-byte record header)")
+    expect(len(rows) == len(samples), "16.3", f"{len(samples)} samples were written; tshark read "
+           f"{len(rows)} packets", "one record per sample: 16-byte header, then incl_len bytes")
+    for i, (row, (ts, pkt_len, data)) in enumerate(zip(rows, samples)):
+        ip_id, frame_len, cap_len, epoch, dport = (row + [""] * 5)[:5]
+        want_id = struct.unpack_from("!H", data, 18)[0]
+        expect(ip_id != "", "16.3", f"tshark finds no IP header in packet {i + 1} of your file",
+               "the link type is 1 (Ethernet): the data starts with the Ethernet header")
+        expect(int(ip_id, 16) == want_id, "16.3", f"packet {i + 1} of your file is frame "
+               f"#{int(ip_id, 16)}; the sample was frame #{want_id}",
+               "write the samples in order, each with its own bytes")
+        expect(int(frame_len) == pkt_len, "16.3", f"frame #{want_id} was {pkt_len} bytes long; "
+               f"your file says {frame_len}", "orig_len is the frame's length on the wire "
+               "(the sample's pkt_len), not the bytes kept")
+        expect(int(cap_len) == min(pkt_len, snap), "16.3", f"frame #{want_id}: {len(data)} bytes "
+               f"were kept; your file says {cap_len}", "incl_len is len(data)")
+        when = float(epoch)
+        expect(sent_from - 1 <= when <= sent_to + 1, "16.3",
+               f"frame #{want_id} was sampled at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(sent_from))} "
+               f"UTC; your file dates it {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(max(when, 0)))} "
+               f"(+{when % 1:.9f} s)", _time_hint(when, sent_from))
+    times = [float(r[3]) for r in rows]
+    expect(times == sorted(times) and len(set(times)) > 1, "16.3",
+           "your timestamps do not grow from sample to sample",
+           "ts_frac is the fraction of the second: nanoseconds with magic 0xa1b23c4d")
+    return (f"{len(rows)} samples (1 in {rate}, snap length {snap}) read back by tshark: frames, "
+            "lengths and times right")
+
+
+def _time_hint(when: float, sent: float) -> str:
+    if when < 10 ** 9:
+        return ("bpf_ktime_get_ns() counts from boot: add CLOCK_REALTIME - CLOCK_MONOTONIC "
+                "to get time since 1970")
+    if abs(when - sent) < 2000:
+        return ("the fraction of a second is read in the unit the magic says: 0xa1b23c4d for "
+                "nanoseconds, 0xa1b2c3d4 for microseconds")
+    return "ts_sec is whole seconds since 1970, ts_frac the rest (divmod by 10**9)"
