@@ -13,4 +13,18 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
         ("only the first 8 bytes of the name compared",
          "for (int i = 0; i < 16; i++) {", "for (int i = 0; i < 8; i++) {"),
     ],
+    "15.2": [
+        ("flags read from the mode argument", "a.flags = args->flags;", "a.flags = args->mode;"),
+        ("the return value never filled in", "e->ret = args->ret;", "e->ret = 0;"),
+        ("the path read from where the pointer is kept, not where it points",
+         "(void *)a->filename);", "(void *)&a->filename);"),
+        ("O_RDONLY (0) never named",
+         "names = [ACCMODE[flags & os.O_ACCMODE]] + [",
+         "names = ([ACCMODE[flags & os.O_ACCMODE]] if flags & os.O_ACCMODE else []) + ["),
+        ("the mode shown for every call", "    if flags & os.O_CREAT:\n        args.append",
+         "    if True:\n        args.append"),
+        ("a failure shown as the kernel's raw value",
+         'result = f"-1 {errno.errorcode[err]} ({os.strerror(err)})"', 'result = str(ev["ret"])'),
+        ("the mode in decimal", '"0%02o" % ev["mode"]', '"0%d" % ev["mode"]'),
+    ],
 }

@@ -128,7 +128,7 @@ def format_arg(kind: str, value: int, path: str | None = None) -> str:
     if kind == "oflags":
         return open_flags(value)
     if kind == "mode":
-        return "0%o" % (value & 0o7777)
+        return "0%02o" % (value & 0o7777)
     if kind == "atflags":
         return "|".join(_flags(value & 0xFFFFFFFF, _AT_FLAGS)) or "0"
     if kind == "amode":

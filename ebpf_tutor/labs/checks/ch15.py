@@ -189,7 +189,7 @@ def _expected_line(dfd: int, path: str, flags: int, mode: int, ret: int) -> str:
     names = [acc] + [n for n in STRACE_ORDER if flags & getattr(os, n)]
     args = ["AT_FDCWD" if dfd == -100 else str(dfd), f'"{path}"', "|".join(names)]
     if flags & os.O_CREAT:
-        args.append("0%o" % mode)
+        args.append("0%02o" % mode)
     res = f"-1 {errno.errorcode[-ret]} ({os.strerror(-ret)})" if ret < 0 else str(ret)
     return f"openat({', '.join(args)}) = {res}"
 
