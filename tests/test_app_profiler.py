@@ -105,7 +105,11 @@ def test_alloc_outstanding_bytes_per_stack():
                              "--duration", "30", "--", str(workloads.leaker()), "7", "1000",
                              "300"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    time.sleep(3)                       # loaded and attached (compile under load)
+    for _ in range(100):                # the CLI says so once the probes are in place
+        line = proc.stderr.readline()
+        if "attached" in line or not line:
+            break
+    assert "attached" in line, line
     proc.stdin.write("\n")
     proc.stdin.flush()
     time.sleep(1)

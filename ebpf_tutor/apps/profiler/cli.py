@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         except Unavailable as e:
             print(f"profile: {e}", file=sys.stderr)
             return 1
+        what = f"pid {pid}" if pid and args.mode != "io" else "the whole machine"
+        print(f"profile {args.mode}: attached, watching {what}; Ctrl-C to stop",
+              file=sys.stderr, flush=True)
         if gate:
             gate.open()
         started = time.monotonic()
