@@ -27,4 +27,19 @@ MUTANTS: dict[str, list[tuple[str, ...]]] = {
          'result = f"-1 {errno.errorcode[err]} ({os.strerror(err)})"', 'result = str(ev["ret"])'),
         ("the mode in decimal", '"0%02o" % ev["mode"]', '"0%d" % ev["mode"]'),
     ],
+    "15.3": [
+        ("calls counted at sys_enter, so exit_group (which never returns) gets a row",
+         "    start.update(&tid, &ts);\n",
+         "    start.update(&tid, &ts);\n    u32 nr = args->id;\n    struct stat_t empty = {};\n"
+         "    struct stat_t *c = stats.lookup_or_try_init(&nr, &empty);\n    if (c)\n"
+         "        c->calls += 1;\n",
+         "        s->calls += 1;\n", ""),
+        ("start time keyed by process, so two threads overwrite each other's",
+         "    u32 tid = (u32)id;\n", "    u32 tid = id >> 32;\n",
+         "u32 tid = (u32)bpf_get_current_pid_tgid();", "u32 tid = bpf_get_current_pid_tgid() >> 32;"),
+        ("any non-zero return counted as an error",
+         "if (args->ret < 0 && args->ret >= -4095)", "if (args->ret != 0)"),
+        ("the end timestamp added instead of the duration",
+         "s->total_ns += took;", "s->total_ns += bpf_ktime_get_ns();"),
+    ],
 }

@@ -299,6 +299,27 @@ def check_argument_decoder(program: str, decode) -> str:
 BLOCK_S = 0.06         # how long each thread's read waits for the parent's byte
 
 
+def _in_read(pid: int, nr_read: int) -> int:
+    """How many threads of `pid` are inside read() now (/proc/PID/task/*/syscall)."""
+    n = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            n += (task / "syscall").read_text().split()[0] == str(nr_read)
+        except (OSError, IndexError):
+            pass
+    return n
+
+
+def _release_readers(pid: int, nr_read: int, w: int) -> None:
+    """Once both threads block in read() (or after 3 s), wait BLOCK_S more and
+    write one byte for each: each read then took at least BLOCK_S."""
+    deadline = time.monotonic() + 3.0
+    while _in_read(pid, nr_read) < 2 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    time.sleep(BLOCK_S)
+    os.write(w, b"xx")
+
+
 @lab("15.3", "in-kernel -c summary: calls, errors and latency")
 def check_summary(program: str) -> str:
     """A fresh two-thread process: each thread makes known numbers of getppid,
@@ -331,14 +352,14 @@ def check_summary(program: str) -> str:
             require_table(prog, "target", "15.3", "BPF_ARRAY(target, u32, 1);")
             with GatedChild(work) as child:
                 prog["target"][0] = ct.c_uint32(child.pid)
-                timer = threading.Timer(BLOCK_S, lambda: os.write(w, b"xx"))
+                timer = threading.Thread(target=_release_readers,
+                                         args=(child.pid, nrs["read"], w), daemon=True)
                 timer.start()
-                t0 = time.monotonic()
                 child.go()
                 timer.join()
             rows = {}
-            for k, v in stats.items():
-                vals = v if isinstance(v, (list, tuple)) or hasattr(v, "__len__") and not hasattr(v, "calls") else [v]
+            for k, v in stats.items():       # a per-CPU hash gives one value per CPU
+                vals = [v] if hasattr(v, "calls") else list(v)
                 rows[k.value] = (sum(x.calls for x in vals), sum(x.errors for x in vals),
                                  sum(x.total_ns for x in vals))
     finally:
