@@ -1,4 +1,4 @@
-"""The four modes' BPF programs (the .c files beside this module), loaded,
+"""The four modes' BPF programs (the .bpf.c files beside this module), loaded,
 attached and read back as folded stacks or a histogram.
 
     with Session("oncpu", pid=1234, freq=99) as s:
@@ -32,7 +32,7 @@ class Unavailable(RuntimeError):
 
 
 def source(mode: str) -> str:
-    return (HERE / f"{mode}.c").read_text()
+    return (HERE / f"{mode}.bpf.c").read_text()
 
 
 def cflags(pid: int | None) -> list[str]:
