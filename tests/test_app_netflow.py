@@ -186,3 +186,16 @@ def test_cli_ctrl_c_detaches_and_reports():
         assert xdp.state(*lab.where("b"))["mode"] is None
     assert proc.returncode == 130
     assert json.loads(stdout)["interrupted"] is True
+
+
+@needs_root
+def test_cli_says_why_it_cannot_attach():
+    """Another XDP program on the interface: one readable error, exit 1, no traceback."""
+    from ebpf_tutor import Program
+    from ebpf_tutor.sandbox import net, xdp
+    with net.VethPair(quiet=True) as lab, \
+            Program("int other(struct xdp_md *ctx) { return XDP_PASS; }") as other, \
+            xdp.attach(other, "other", *lab.where("b")):
+        r = cli("--netns", lab.ns["b"], "--dev", lab.ifname["b"], "--duration", "1")
+    assert r.returncode == 1
+    assert "already on this interface" in r.stderr and "Traceback" not in r.stderr

@@ -106,10 +106,15 @@ def run(args: argparse.Namespace) -> int:
     options = Options(hook=args.hook, max_flows=args.max_flows, sample_rate=args.sample_rate,
                       snap_len=args.snap_len, window=args.window, scan_ports=args.scan_ports,
                       flood_packets=args.flood_packets)
+    from ...errors import BpfError
+    from ...sandbox.net import NotOurInterface
     try:
         return _run(args, options)
     except KeyboardInterrupt:       # raised before the analyzer was up: nothing to report
         return 130
+    except (BpfError, NotOurInterface) as e:
+        print(f"netflow: {e}", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace, options: Options) -> int:
