@@ -30,6 +30,7 @@
 
 # %%
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -426,6 +427,7 @@ bytes_right = all(data == frames[(data[18] << 8) | data[19]][:64]
 times_right = all(abs(float(r[3]) - sent_at) < 10 for r in read_back)
 print("original and captured lengths right:", lengths_right, "| bytes right:", bytes_right,
       "| timestamps within 10 s of the send:", times_right)
+shutil.rmtree(workdir)          # the capture and the pcap file of this chapter
 
 # %% [markdown]
 # With `ebpf-tutor netflow --pcap out.pcap --sample-rate N` the command does

@@ -179,13 +179,14 @@ with net.VethPair(quiet=True) as lab, Program(SAMPLER) as prog, \
                                  payload=bytes(10 * i)) for i in range(40)]
     traffic.send_frames(lab.ns["a"], lab.ifname["a"], frames)
     prog.ring_buffer_poll(100)
-path = Path(tempfile.mkdtemp(prefix="ebt-lab16-")) / "try.pcap"
-with open(path, "wb") as f:
-    f.write(pcap_header(96))
-    for raw in samples:
-        ts, pkt_len, cap_len = struct.unpack_from("=QII", raw)
-        f.write(pcap_record(wall_clock_ns(ts), raw[16:16 + cap_len], pkt_len))
-print(subprocess.run(["tshark", "-n", "-r", str(path)], capture_output=True, text=True).stdout)
+with tempfile.TemporaryDirectory(prefix="ebt-lab16-") as folder:
+    path = Path(folder) / "try.pcap"
+    with open(path, "wb") as f:
+        f.write(pcap_header(96))
+        for raw in samples:
+            ts, pkt_len, cap_len = struct.unpack_from("=QII", raw)
+            f.write(pcap_record(wall_clock_ns(ts), raw[16:16 + cap_len], pkt_len))
+    print(subprocess.run(["tshark", "-n", "-r", str(path)], capture_output=True, text=True).stdout)
 
 # %% [markdown]
 # ## Check
