@@ -27,7 +27,8 @@ C_SOURCE = Path(__file__).with_name("systrace.bpf.c")
 COMM_LEN = 16
 PATH_LEN = 128
 PATH_AT_ENTER = 0x80
-TRACEPOINTS = ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit", "sched/sched_process_fork")
+TRACEPOINTS = ("raw_syscalls/sys_enter", "raw_syscalls/sys_exit", "sched/sched_process_fork",
+               "sched/sched_process_exit")
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
 
@@ -116,6 +117,9 @@ class Tracer:
                                "systrace needs raw_syscalls:sys_enter and sys_exit")
         if opts.follow and "sched/sched_process_fork" in missing:
             raise RuntimeError("this kernel lacks sched:sched_process_fork: cannot follow children")
+        if "sched/sched_process_exit" in missing and (opts.latency or not opts.summary):
+            raise RuntimeError("this kernel lacks sched:sched_process_exit (systrace forgets "
+                               "an exited thread's state there)")
         self.opts = opts
         self.prog = Program(C_SOURCE.read_text(), cflags=opts.cflags(), name="systrace")
         try:

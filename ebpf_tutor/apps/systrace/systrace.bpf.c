@@ -153,7 +153,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
 #else
     u64 now = bpf_ktime_get_ns();
     struct start_t *s = start.lookup(&tid);
-    if (!s)
+    if (!s || !s->ts)
         return 0;            // its entry was not traced (or came before we attached)
     u64 lat = now - s->ts;
 #endif
@@ -178,7 +178,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
         u64 *n = lost.lookup(&zero);
         if (n)
             __sync_fetch_and_add(n, 1);
-        start.delete(&tid);
+        s->ts = 0;
         return 0;
     }
     e->ts = s->ts;
@@ -209,7 +209,17 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
     events.ringbuf_submit(e, 0);
 #endif
 #ifndef NO_LATENCY
-    start.delete(&tid);
+    // mark the entry used rather than delete it: a write to memory we hold
+    // instead of a hash operation per call (sched_process_exit deletes it)
+    s->ts = 0;
 #endif
     return 0;
 }
+
+#ifndef NO_LATENCY
+TRACEPOINT_PROBE(sched, sched_process_exit) {
+    u32 tid = (u32)bpf_get_current_pid_tgid();     // runs for each exiting thread
+    start.delete(&tid);
+    return 0;
+}
+#endif
