@@ -105,7 +105,7 @@ print(src[src.index("struct flow_key {"):src.index("BPF_TABLE(\"lru_hash\", stru
 #   fragment has no TCP/UDP header at all; it is counted under ports 0.
 # * **Bytes are frame bytes**: from the first byte of the Ethernet header
 #   to the last byte of the frame, no frame check sequence (a veth has
-#   none, and real network cards strip it before the driver sees the
+#   none, and network cards normally strip it before the kernel sees the
 #   frame). At XDP that is `ctx->data_end - ctx->data`; at TC it is
 #   `skb->len`, which covers the Ethernet header at both hooks. It is
 #   also what a packet socket receives, hence what tshark calls the
@@ -161,12 +161,12 @@ for what, frame in crafted.items():
 # points, `netflow_xdp`, `netflow_tc_in` and `netflow_tc_out`, call one
 # `account()` function.
 #
-# Attaching XDP changes the traffic itself on a veth: the veth driver
-# takes the software segmentation offload (GSO) away from the *peer* when
-# an XDP program without multi-buffer support is attached (`veth_xdp_set()`
-# in `drivers/net/veth.c`), because such a program must see each frame in
-# one page. So `a` then sends MTU-sized segments where it would otherwise
-# hand the veth one large segment. One 6000-byte request, both ways:
+# Attaching XDP changes the traffic itself on a veth: when an XDP program
+# is attached to one end, the veth driver clears the software segmentation
+# offload (GSO) features of the *other* end (`veth_xdp_set()` in
+# `drivers/net/veth.c`). So `a` then sends MTU-sized segments where it
+# would otherwise hand the veth one large segment. One 6000-byte request,
+# both ways:
 
 # %% tags=["nbval-ignore-output"]
 request = {}
@@ -199,11 +199,11 @@ print("XDP on veth-b: more frames and more header bytes for the same request:",
 # the request plus one byte) and three UDP datagrams.
 #
 # **When is tshark capturing?** It prints "Capturing on 'veth-b'" before
-# its capture process receives anything, and it hands frames on in blocks.
-# So `peer.Capture` sends marker datagrams (UDP to port 9) across the
-# interface until tshark has printed one, before the traffic, and again
-# after it: every frame in between is then in the file. The markers are
-# left out of both sides of the comparison.
+# its capture process receives anything, and the frames it captures reach
+# it with a delay. So `peer.Capture` sends marker datagrams (UDP to port 9)
+# across the interface until tshark has printed one, before the traffic,
+# and again after it: every frame in between is then in the file. The
+# markers are left out of both sides of the comparison.
 
 # %%
 cap_file = workdir / "veth-b.pcapng"
