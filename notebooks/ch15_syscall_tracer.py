@@ -70,8 +70,10 @@ _ = MARKER.write_text("x")
 # ```
 #
 # Nothing stops, nothing is copied unless we ask. First: are the
-# tracepoints there? Tracepoints are kernel ABI for tools, but a kernel can
-# be built without `CONFIG_FTRACE_SYSCALLS`; the tool checks at run time.
+# tracepoints there? `raw_syscalls` exists where the architecture supports
+# syscall tracepoints (`CONFIG_HAVE_SYSCALL_TRACEPOINTS`), the typed
+# `syscalls:*` ones only with `CONFIG_FTRACE_SYSCALLS`: the tool checks at
+# run time and names what is missing.
 
 # %%
 tracefs = probes.tracefs()
@@ -366,9 +368,10 @@ MARKER.unlink(missing_ok=True)
 # * **Count in the kernel** for `-c`: a per-CPU hash, read once. Counted at
 #   the return, the counts of a known workload equal `strace -c -f`'s, row
 #   for row.
-# * strace stops the traced program twice per call; a BPF tracer runs a
-#   few hundred instructions in its thread instead. Measure the cost on the
-#   worst case (`dd bs=1`), beside the peers, in one run.
+# * strace stops the traced program twice per call; a BPF tracer runs two
+#   short programs in its thread instead. Measure the cost on the worst case
+#   (`dd bs=1`), beside the peers, in one run; `benchmarks/ch15.md` has the
+#   repeated figures, the issue's goals and which of them are met.
 #
 # **Questions to test yourself**
 #
