@@ -174,3 +174,22 @@ def test_openat_lines_equal_strace(tmp_path):
     ours = [f"openat({', '.join(r['args'])})" for r in map(json.loads, out.stdout.splitlines())
             if str(tmp_path) in " ".join(r["args"])]
     assert len(theirs) == 4 and ours == theirs
+
+
+@needs_root
+def test_ctrl_c_prints_the_summary_so_far(marker):
+    import signal
+    sleeper = subprocess.Popen(["sleep", "30"])
+    proc = subprocess.Popen([sys.executable, "-m", "ebpf_tutor", "systrace", "-c", "--json",
+                             "-p", str(sleeper.pid)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert "tracing" in proc.stderr.readline()      # attached
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        sleeper.kill()
+        sleeper.wait()
+    assert proc.returncode == 130
+    assert json.loads(out)["summary"] == []           # sleep made no call meanwhile

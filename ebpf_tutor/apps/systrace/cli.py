@@ -67,12 +67,19 @@ def run(args: argparse.Namespace) -> int:
             out.write((report.event_json(rec) if args.json else report.event_line(rec)) + "\n")
 
         until = args.pid[0] if len(args.pid) == 1 and not command else None
+
+        def ready() -> None:
+            if not command:              # like strace -p: say when tracing begins
+                print("systrace: tracing, Ctrl-C to stop", file=sys.stderr, flush=True)
+
         try:
             res = session.trace(opts, argv=command or None, on_event=on_event,
-                                duration=args.duration, until_pid_exits=until)
+                                duration=args.duration, until_pid_exits=until, on_ready=ready)
         except (FileNotFoundError, RuntimeError, KeyError) as e:
             print(f"systrace: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:        # before the program was attached: nothing to report
+            return 130
         if args.summary:
             extra = {"exit_status": res.exit_status, "lost": res.lost}
             out.write((report.summary_json(res.stats, extra) if args.json

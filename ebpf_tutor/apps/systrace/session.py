@@ -48,9 +48,11 @@ def _consumer(tracer: Tracer, on_event: Callable[[dict], None], result: TraceRes
 
 def trace(opts: TraceOptions, *, argv: list[str] | None = None,
           on_event: Callable[[dict], None] | None = None, duration: float | None = None,
-          until_pid_exits: int | None = None) -> TraceResult:
+          until_pid_exits: int | None = None,
+          on_ready: Callable[[], None] | None = None) -> TraceResult:
     """Trace `argv` (started stopped, followed into children) or what `opts`
-    selects, until the command ends, `duration` passes or Ctrl-C."""
+    selects, until the command ends, `duration` passes or Ctrl-C. `on_ready`
+    is called once the program is attached (and before a command runs)."""
     result = TraceResult()
     on_event = on_event or (lambda rec: None)
     child = None
@@ -63,6 +65,8 @@ def trace(opts: TraceOptions, *, argv: list[str] | None = None,
             rb = None if opts.summary else _consumer(tracer, on_event, result)
             with (rb if rb is not None else contextlib.nullcontext()):
                 try:
+                    if on_ready is not None:
+                        on_ready()
                     if child is not None:
                         tracer.add_pid(child)
                         probes.resume(child)
