@@ -113,7 +113,7 @@ for flags in (["-O1", "-fno-omit-frame-pointer"], ["-O0", "-fno-omit-frame-point
 # fold ours (comm first, kernel frames marked `_[k]`).
 
 # %% tags=["nbval-ignore-output"]
-SECONDS = 4
+SECONDS = 5
 work = subprocess.Popen([str(workloads.hotcold()), str(SECONDS + 3), "wait"],
                         stdin=subprocess.PIPE)
 with probes.Session("oncpu", pid=work.pid, freq=99) as session, \
@@ -127,13 +127,19 @@ work.wait()
 for name, f in (("ours", ours), ("perf", theirs)):
     s = fold.shares(f, ["hot", "cold"])
     print(f"{name}: {fold.total(f)} samples, hot {s['hot']:.1%}, cold {s['cold']:.1%}")
+se = [(0.75 * 0.25 / max(fold.total(f), 1)) ** 0.5 for f in (ours, theirs)]
+print(f"standard error of one share: {100 * se[0]:.1f} points (ours), {100 * se[1]:.1f} (perf); "
+      f"of their difference: {100 * (se[0] ** 2 + se[1] ** 2) ** 0.5:.1f}")
 
 # %% [markdown]
 # The two sample different instants of the same process, so their shares
-# differ by chance: with a few hundred samples one share has a standard
-# error of about 2 to 3 points. We call them in agreement when each share
-# is within 10 points of the other tool's and of the known split (about 3
-# standard errors of the difference). The verdict is what is stored:
+# differ by chance. A share p measured from n samples has a standard error
+# of sqrt(p(1-p)/n): for p = 0.75 and the 400 to 500 samples of 5 seconds,
+# about 2 points, and the difference of two such shares about 3 (the cell
+# above prints both for this run). We call the tools in agreement when each
+# share is within 10 points of the other tool's and of the known split,
+# more than 3 standard errors of the difference. The verdict is what is
+# stored:
 
 # %%
 TOLERANCE = 0.10
@@ -170,9 +176,9 @@ print(fold.to_text(ours))
 FlameGraph(ours, title="on-CPU: the hot/cold workload at 99 Hz")
 
 # %% [markdown]
-# The layout is plain arithmetic; its stable part is what we can compare
-# from run to run: the box `hot` is nested in `main` and is about three
-# times as wide as `cold`.
+# The layout is plain arithmetic, so its stable part can be checked on
+# every run: `hot` and `cold` sit on `main`, and each box is exactly as wide
+# as the function's inclusive share of the samples computed in 18.3.
 
 # %%
 boxes = {(b.name, b.depth): b for b in flamegraph.layout(ours)}
@@ -180,7 +186,9 @@ hot_box = next(b for (n, _), b in boxes.items() if n == "hot")
 cold_box = next(b for (n, _), b in boxes.items() if n == "cold")
 main_box = next(b for (n, _), b in boxes.items() if n == "main")
 print("hot and cold sit on main:", hot_box.depth == cold_box.depth == main_box.depth + 1)
-print("hot's box 2 to 4 times as wide as cold's:", 2 <= hot_box.width / cold_box.width <= 4)
+print("box widths equal the shares of 18.3:",
+      abs(hot_box.width - mine["hot"]) < 1e-9 and abs(cold_box.width - mine["cold"]) < 1e-9)
+print("hot's box is the wider:", hot_box.width > cold_box.width)
 
 # %% [markdown]
 # ## 18.5 Off-CPU time: where a process waits

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="oncpu: CPU samples (default); offcpu: time blocked per stack; "
                              "alloc: bytes malloc'ed and not freed per stack; io: block I/O "
                              "latency histogram")
-    parser.add_argument("-p", "--pid", type=int, help="profile this process only")
+    parser.add_argument("-p", "--pid", type=int, help="profile this process only (oncpu, offcpu, alloc; io watches every disk)")
     parser.add_argument("-F", "--frequency", type=int, default=99,
                         help="oncpu samples per second per CPU (default 99)")
     parser.add_argument("--duration", type=float, default=None,
@@ -109,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         except Unavailable as e:
             print(f"profile: {e}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:                     # Ctrl-C while BCC compiles
+            return 130
         what = f"pid {pid}" if pid and args.mode != "io" else "the whole machine"
         print(f"profile {args.mode}: attached, watching {what}; Ctrl-C to stop",
               file=sys.stderr, flush=True)

@@ -17,7 +17,7 @@ class Symbolizer:
     def __init__(self, prog, table: str = "stacks"):
         self.prog = prog
         self.table = prog[table]
-        self._stacks: dict[tuple[int, int, int], tuple[str, ...]] = {}
+        self._stacks: dict[tuple[str, int, int, int], tuple[str, ...]] = {}
 
     def user(self, pid: int, stack_id: int) -> list[str]:
         """User frames, root first."""
@@ -42,11 +42,7 @@ class Symbolizer:
 
     def frames(self, comm: str, pid: int, user_id: int, kernel_id: int) -> tuple[str, ...]:
         """comm, then user frames, then kernel frames: the order of a folded line."""
-        key = (pid, user_id, kernel_id)
+        key = (comm, pid, user_id, kernel_id)
         if key not in self._stacks:
             self._stacks[key] = (comm, *self.user(pid, user_id), *self.kernel(kernel_id))
         return self._stacks[key]
-
-    def forget(self, pid: int) -> None:
-        """Drop BCC's cached memory map of `pid` (say, after it exec'ed)."""
-        getattr(type(self.prog), "_sym_caches", {}).pop(pid, None)
