@@ -219,13 +219,14 @@ FlameGraph(blocked, title="off-CPU time (ns)", unit="ns")
 
 # %% [markdown]
 # A sleep lasts at least what was asked, plus the timer's slack and the
-# time to get a CPU back, so we accept up to 30% more:
+# time to get a CPU back (long on a busy machine), so we accept up to 50%
+# more:
 
 # %%
 for f, ms in (("wait_long", LONG_MS), ("wait_short", SHORT_MS)):
     want = ROUNDS * ms
-    print(f"{f}: asked {want} ms in all; blocked between that and 30% more:",
-          "yes" if want * 0.98 <= waits[f] <= want * 1.3 else "no")
+    print(f"{f}: asked {want} ms in all; blocked between that and 50% more:",
+          "yes" if want * 0.98 <= waits[f] <= want * 1.5 else "no")
 
 # %% [markdown]
 # ## 18.6 Allocations: bytes kept, per stack

@@ -20,7 +20,8 @@
 # second thread sleeps `T` ms in `wait_thread_X()`, `R` times (`R`, `L`,
 # `S`, `T` chosen at random). The check names your stacks itself: the time
 # under each function must be at least what it slept, and not more than
-# 30% above it.
+# 30% above it (plus 5 ms per wake-up: on a busy machine a woken thread
+# waits for a CPU, and that wait is off-CPU time too).
 #
 # **You will use:** `TRACEPOINT_PROBE(sched, sched_switch)`,
 # `bpf_ktime_get_ns()`, `get_stackid` from a tracepoint, a hash map keyed
