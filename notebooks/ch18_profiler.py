@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 
+from ebpf_tutor import Program
 from ebpf_tutor.apps.profiler import flamegraph, fold, perf, probes, workloads
 from ebpf_tutor.apps.profiler.flamegraph import FlameGraph
 
@@ -257,6 +258,38 @@ with workloads.Gated(workloads.leaker(), ROUNDS, LEAK, TIDY) as leaker, \
 for f in ("leaky", "tidy"):
     print(f"{f}: {sum(fold.only(kept, f).values())} bytes allocated and not freed")
 print(f"expected: leaky {ROUNDS * LEAK}, tidy 0")
+
+# %% [markdown]
+# Why walk the stack at the return? The same workload, with the walk done
+# at `malloc`'s entry instead (a uprobe that only records stack ids):
+
+# %%
+ENTRY_WALK = r"""
+#include <uapi/linux/ptrace.h>
+BPF_HASH(seen, int, u64, 1024);
+BPF_STACK_TRACE(stacks, 1024);
+int on_malloc(struct pt_regs *ctx) {
+    int id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
+    seen.increment(id);
+    return 0;
+}
+"""
+with workloads.Gated(workloads.leaker(), ROUNDS, LEAK, TIDY) as leaker, \
+        Program(ENTRY_WALK) as entry:
+    entry.attach_uprobe(name="c", sym="malloc", fn_name="on_malloc", pid=leaker.pid)
+    leaker.go()
+    leaker.wait_done()
+    walked = [[entry.sym(a, leaker.pid).decode() for a in entry["stacks"].walk(k.value)]
+              for k in entry["seen"].keys() if k.value >= 0]
+print("a walk at the entry names leaky():", any("leaky" in w for w in walked))
+print("it goes from malloc straight to main:",
+      any(len(w) > 1 and w[1] == "main" for w in walked))
+
+# %% [markdown]
+# At the entry, `malloc` has not yet pushed `%rbp`: the register still
+# points to the caller's frame, whose saved return address leads into
+# `main`. The one frame that matters, `leaky`, is skipped. At the return,
+# the walk starts in `leaky` itself.
 
 # %% [markdown]
 # The rest of the process's outstanding bytes come from libc itself (the
