@@ -76,7 +76,7 @@ BPF_HASH(counts, struct key_t, u64, 16384);
 BPF_STACK_TRACE(stacks, 16384);
 
 int on_sample(void *ctx) {
-    struct key_t key = {.pid = bpf_get_current_pid_tgid() >> 32};
+    struct key_t key = {.pid = bpf_get_current_pid_tgid() >> 32, .kernel_stack_id = -1};
     key.user_stack_id = stacks.get_stackid(ctx, BPF_F_USER_STACK);
     // TODO 1: the kernel stack's id, and the process name in key.comm
     // BEGIN SOLUTION
