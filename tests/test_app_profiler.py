@@ -78,6 +78,14 @@ def profile(*args: str, stdin=None, timeout: float = 60) -> dict:
 
 
 @needs_root
+def test_a_command_that_does_not_start_is_an_error():
+    r = subprocess.run([sys.executable, "-m", "ebpf_tutor", "profile", "--json", "--",
+                        "/nonexistent/ebt-prog"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and "did not start" in r.stderr
+    assert json.loads(r.stdout)["exit_status"] == 127
+
+
+@needs_root
 def test_oncpu_finds_the_hot_cold_split(tmp_path):
     svg = tmp_path / "cpu.svg"
     doc = profile("oncpu", "--json", "--svg", str(svg), "--", str(workloads.hotcold()), "2")

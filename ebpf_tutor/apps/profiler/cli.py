@@ -138,12 +138,17 @@ def run(args: argparse.Namespace) -> int:
         if gate:
             gate.close()
     elapsed = time.monotonic() - started
+    exit_status = gate.proc.returncode if gate else None
+    if exit_status in (126, 127):               # sh could not run it: said on stderr
+        print(f"profile: the command did not start ({args.command[0]})", file=sys.stderr)
+        status = status or 1
     if args.svg and args.mode != "io":
         from .flamegraph import FlameGraph
         FlameGraph(folded, title=f"{args.mode} ({unit})", unit=unit).save(args.svg)
     if args.json:
         doc = {"mode": args.mode, "unit": unit, "pid": pid, "command": args.command or None,
-               "seconds": round(elapsed, 3), "interrupted": status == 130}
+               "exit_status": exit_status, "seconds": round(elapsed, 3),
+               "interrupted": status == 130}
         if args.mode == "io":
             doc["histogram"] = [vars(b) for b in hist]
         else:
