@@ -114,12 +114,18 @@ print("this machine:", arch.current().name)
 # %%
 src = probes.C_SOURCE.read_text()
 start = src.index("TRACEPOINT_PROBE(raw_syscalls, sys_enter)")
-print(src[start:src.index("#endif", start + 600)].rstrip())
+print(src[start:src.index("\n}\n", start) + 2])
 
 # %% [markdown]
-# The entry saves `{time, args}` under the **thread** id (two threads of
-# one process can be inside two calls at once). The exit looks that entry
-# up: no entry means the call was not one of ours, or began before we
+# The entry saves `{time, args}` for the **thread** (two threads of one
+# process can be inside two calls at once), in the thread's own task
+# storage (`BPF_TASK_STORAGE`): one slot per task, found without a hash
+# lookup and freed by the kernel when the thread exits. Tracing programs
+# may use it since kernel commit a10787e6 ("bpf: Enable task local storage
+# for tracing programs", 2021); where the kernel refuses it, the tool says
+# so in one line and keeps the slot in a hash keyed by thread id instead,
+# deleted at `sched:sched_process_exit`. The exit finds the slot: none, or
+# one already used, means the call was not one of ours or began before we
 # attached, and is skipped. Then either
 #
 # * **stream**: reserve a record in the ring buffer, fill in the return
@@ -291,13 +297,13 @@ print("differences:", "none" if differ.empty else differ.to_dict("index"))
 # Beside `strace -c -f`: BCC's `syscount-bpfcc -p PID` (counts per call,
 # at `sys_exit` only) and `syscount -L` (adds latency: `sys_enter` too), and
 # our `-c --no-latency` (counts at exit only, like `syscount`) and `-c`
-# (with latency, like `syscount -L`). One round here, each a ratio to the
-# bare run; `benchmarks/ch15_overhead.py` repeats it (report:
-# `benchmarks/ch15.md`).
+# (with latency, like `syscount -L`). Two rounds here, the best of each
+# tool as a ratio to the best bare run; `benchmarks/ch15_overhead.py`
+# repeats it (report: `benchmarks/ch15.md`).
 
 # %% tags=["nbval-ignore-output"]
 N = 20_000
-cost = peers.overhead(N, repeats=1, tools=("bare", "strace -c", "syscount", "syscount -L",
+cost = peers.overhead(N, repeats=2, tools=("bare", "strace -c", "syscount", "syscount -L",
                                             "systrace -c --no-latency", "systrace -c"))
 table = pd.DataFrame(cost.rows()).set_index("tool")
 print(table[["best_s", "ratio_to_bare", "added_ns_per_call"]].round(4).to_string())
@@ -309,8 +315,8 @@ print(f"systrace -c --no-latency / syscount: {cost.best('systrace -c --no-latenc
       "(the goal: no worse, 1.00 or less)")
 
 # %% [markdown]
-# One round on a shared machine is noisy: a bare run of a few milliseconds
-# can double when another process takes the CPU. What holds on every run
+# Two rounds on a shared machine are noisy: a bare run of a few
+# milliseconds can double when another process takes the CPU. What holds on every run
 # is the order of magnitude, printed as verdicts:
 
 # %%

@@ -193,3 +193,19 @@ def test_ctrl_c_prints_the_summary_so_far(marker):
         sleeper.wait()
     assert proc.returncode == 130
     assert json.loads(out)["summary"] == []           # sleep made no call meanwhile
+
+
+@needs_root
+def test_hash_fallback_counts_like_task_storage(marker):
+    """The per-thread hash (kernels without task storage in tracing programs)
+    gives the same counts as task storage."""
+    from ebpf_tutor.apps.systrace.session import run_command
+    from ebpf_tutor.apps.systrace.probes import TraceOptions
+    argv = workload.argv(marker, 2, 2, 2)
+    a = run_command(argv, TraceOptions(summary=True, task_storage=True)).stats
+    b = run_command(argv, TraceOptions(summary=True, task_storage=False)).stats
+    assert {k: (v.calls, v.errors) for k, v in a.items()} == \
+        {k: (v.calls, v.errors) for k, v in b.items()}
+    lines = []
+    run_command(argv, TraceOptions(syscalls=["getppid"], task_storage=False), on_event=lines.append)
+    assert len(lines) == 6

@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
         until = args.pid[0] if len(args.pid) == 1 and not command else None
 
-        def ready() -> None:
+        def ready(note: str = "") -> None:
+            if note:
+                print(f"systrace: {note}", file=sys.stderr, flush=True)
             if not command:              # like strace -p: say when tracing begins
                 print("systrace: tracing, Ctrl-C to stop", file=sys.stderr, flush=True)
 

@@ -124,12 +124,12 @@ def run_syscount(n: int, latency: bool = False) -> float:
             os.unlink(errfile)
 
 
-def run_systrace(n: int, summary: bool = True, latency: bool = True) -> float:
+def run_systrace(n: int, summary: bool = True, latency: bool = True, **opts) -> float:
     """dd under systrace (-c: counted in the kernel; else streamed and decoded)."""
     from .session import _consumer, TraceResult
     pid, errfile = _dd_stopped(n)
     try:
-        with probes.Tracer(probes.TraceOptions(summary=summary, latency=latency, pids=[pid])) as tr:
+        with probes.Tracer(probes.TraceOptions(summary=summary, latency=latency, pids=[pid], **opts)) as tr:
             if summary:
                 secs = _finish(pid, errfile)
                 calls = sum(s.calls for s in tr.summary().values())

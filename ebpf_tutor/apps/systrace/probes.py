@@ -65,9 +65,12 @@ class TraceOptions:
     cgroup_id: int | None = None
     syscalls: list[str] = field(default_factory=list)   # only these calls (empty: all)
     ring_pages: int = 1024                              # 4 MiB ring at 4 KiB pages
+    task_storage: bool = True                           # the call in progress in task storage
 
     def cflags(self) -> list[str]:
         flags = [f"-DPATH_LEN={PATH_LEN}", f"-DRING_PAGES={self.ring_pages}"]
+        if self.task_storage:
+            flags.append("-DSTART_IN_TASK")
         if self.summary:
             flags.append("-DSUMMARY")
             if not self.latency:
@@ -109,6 +112,7 @@ class Tracer:
     """The loaded program; a context manager that detaches on exit."""
 
     def __init__(self, opts: TraceOptions):
+        from ...errors import BpfError
         from ...program import Program     # BCC loads here, not at import
 
         missing = missing_tracepoints()
@@ -117,11 +121,22 @@ class Tracer:
                                "systrace needs raw_syscalls:sys_enter and sys_exit")
         if opts.follow and "sched/sched_process_fork" in missing:
             raise RuntimeError("this kernel lacks sched:sched_process_fork: cannot follow children")
-        if "sched/sched_process_exit" in missing and (opts.latency or not opts.summary):
+        if ("sched/sched_process_exit" in missing and not opts.task_storage
+                and (opts.latency or not opts.summary)):
             raise RuntimeError("this kernel lacks sched:sched_process_exit (systrace forgets "
                                "an exited thread's state there)")
         self.opts = opts
-        self.prog = Program(C_SOURCE.read_text(), cflags=opts.cflags(), name="systrace")
+        self.note = ""
+        try:
+            self.prog = Program(C_SOURCE.read_text(), cflags=opts.cflags(), name="systrace")
+        except BpfError as e:
+            if not opts.task_storage:
+                raise
+            # task storage in tracing programs is a 2021 kernel feature: fall back to a hash
+            opts.task_storage = False
+            self.note = (f"task storage unavailable ({str(e).splitlines()[0][:80]}): "
+                         "the call in progress is kept in a hash by thread id")
+            self.prog = Program(C_SOURCE.read_text(), cflags=opts.cflags(), name="systrace")
         try:
             self._fill_maps()
         except BaseException:

@@ -49,10 +49,11 @@ def _consumer(tracer: Tracer, on_event: Callable[[dict], None], result: TraceRes
 def trace(opts: TraceOptions, *, argv: list[str] | None = None,
           on_event: Callable[[dict], None] | None = None, duration: float | None = None,
           until_pid_exits: int | None = None,
-          on_ready: Callable[[], None] | None = None) -> TraceResult:
+          on_ready: Callable[[str], None] | None = None) -> TraceResult:
     """Trace `argv` (started stopped, followed into children) or what `opts`
     selects, until the command ends, `duration` passes or Ctrl-C. `on_ready`
-    is called once the program is attached (and before a command runs)."""
+    is called once the program is attached (and before a command runs), with
+    the tracer's one-line note ("" or what it fell back to)."""
     result = TraceResult()
     on_event = on_event or (lambda rec: None)
     child = None
@@ -66,7 +67,7 @@ def trace(opts: TraceOptions, *, argv: list[str] | None = None,
             with (rb if rb is not None else contextlib.nullcontext()):
                 try:
                     if on_ready is not None:
-                        on_ready()
+                        on_ready(tracer.note)
                     if child is not None:
                         tracer.add_pid(child)
                         probes.resume(child)

@@ -52,7 +52,14 @@ struct event_t {
     char path[PATH_LEN];
 };
 
+#ifdef START_IN_TASK
+// the call in progress lives in the thread's own task storage: no hash
+// lookup by thread id, and the kernel frees it when the thread exits
+BPF_TASK_STORAGE(start_task, struct start_t);
+#define CURRENT_TASK ((struct task_struct *)bpf_get_current_task_btf())
+#else
 BPF_HASH(start, u32, struct start_t, 65536);
+#endif
 BPF_HASH(pids, u32, u8, 65536);
 BPF_ARRAY(comm_filter, struct comm_t, 1);
 BPF_HASH(only, u32, u8, 1024);
@@ -121,7 +128,14 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
     }
 #endif
     s.ts = bpf_ktime_get_ns();
+#ifdef START_IN_TASK
+    struct start_t *slot = start_task.task_storage_get(CURRENT_TASK, 0,
+                                                       BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (slot)
+        *slot = s;
+#else
     start.update(&tid, &s);
+#endif
     return 0;
 }
 #endif
@@ -152,7 +166,11 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
     u64 lat = 0;
 #else
     u64 now = bpf_ktime_get_ns();
+#ifdef START_IN_TASK
+    struct start_t *s = start_task.task_storage_get(CURRENT_TASK, 0, 0);
+#else
     struct start_t *s = start.lookup(&tid);
+#endif
     if (!s || !s->ts)
         return 0;            // its entry was not traced (or came before we attached)
     u64 lat = now - s->ts;
@@ -216,7 +234,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
     return 0;
 }
 
-#ifndef NO_LATENCY
+#if !defined(NO_LATENCY) && !defined(START_IN_TASK)
 TRACEPOINT_PROBE(sched, sched_process_exit) {
     u32 tid = (u32)bpf_get_current_pid_tgid();     // runs for each exiting thread
     start.delete(&tid);
