@@ -77,6 +77,19 @@ install_proxy() {
   npm install --silent --no-audit --no-fund --prefix "$VENV" "configurable-http-proxy@$CHP_VERSION" >/dev/null
 }
 
+# Python packages for the host only (scripts/host-requirements.txt: the
+# browser test's Playwright), into the same venv.
+install_host_python() {
+  local want
+  want=$(cat "$ROOT/scripts/host-requirements.txt" "$ROOT/constraints.txt" | sha256sum | cut -c1-16)
+  if [ "$(cat "$VENV/.host-provisioned" 2>/dev/null)" = "$want" ]; then
+    log "host python tools: up to date"; return
+  fi
+  log "installing the host's python tools (scripts/host-requirements.txt)"
+  pipq install -r "$ROOT/scripts/host-requirements.txt" -c "$ROOT/constraints.txt"
+  echo "$want" > "$VENV/.host-provisioned"
+}
+
 # ------------------------------------------------------------- python venv --
 pipq() {  # pip, quiet: only real problems reach the terminal
   "$VENV/bin/pip" -q "$@" 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
@@ -149,7 +162,8 @@ setup_kernelspec() {
 }
 
 case "$MODE" in
-  all|--all)   install_packages; install_peers; setup_venv; install_proxy; setup_mounts; setup_headers
+  all|--all)   install_packages; install_peers; setup_venv; install_host_python; install_proxy
+               setup_mounts; setup_headers
                setup_kernelspec ;;
   --image)     install_packages; setup_venv; setup_kernelspec ;;
   --runtime)   setup_mounts; setup_headers ;;

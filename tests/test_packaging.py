@@ -34,8 +34,9 @@ def test_requirements_are_all_pinned_and_constrained():
     reqs = [ln for ln in req if ln.strip() and not ln.startswith("#")]
     assert all("==" in ln for ln in reqs), "every requirement is pinned"
     frozen = pins("constraints.txt")
-    for name, version in pins("requirements.txt").items():
-        assert frozen.get(name) == version, f"{name} differs between requirements and constraints"
+    for req_file in ("requirements.txt", "scripts/host-requirements.txt"):
+        for name, version in pins(req_file).items():
+            assert frozen.get(name) == version, f"{name} differs between {req_file} and constraints"
 
 
 def test_dockerfile_and_vagrantfile_use_the_provisioning_script():
