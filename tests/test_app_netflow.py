@@ -182,7 +182,7 @@ def test_cli_ctrl_c_detaches_and_reports():
             time.sleep(0.05)
         assert xdp.state(*lab.where("b"))["mode"] == "native"
         proc.send_signal(signal.SIGINT)
-        stdout, _ = proc.communicate(timeout=20)
+        stdout, _ = proc.communicate(timeout=60)
         assert xdp.state(*lab.where("b"))["mode"] is None
     assert proc.returncode == 130
     assert json.loads(stdout)["interrupted"] is True
