@@ -209,3 +209,16 @@ def test_hash_fallback_counts_like_task_storage(marker):
     lines = []
     run_command(argv, TraceOptions(syscalls=["getppid"], task_storage=False), on_event=lines.append)
     assert len(lines) == 6
+
+
+@needs_root
+def test_csv_output(marker):
+    import csv as csvmod
+    out = systrace("--csv", "-e", "openat", "--", *workload.argv(marker, 1, 1, 0))
+    rows = list(csvmod.DictReader(out.stdout.splitlines()))
+    mine = [r for r in rows if str(marker) in r["args"]]
+    assert [r["error"] for r in mine] == ["", "ENOENT"]
+    assert mine[0]["args"] == f'AT_FDCWD, "{marker}", O_RDONLY|O_CLOEXEC'
+    out = systrace("-c", "--csv", "--", *workload.argv(marker, 1, 1, 2))
+    table = {r["syscall"]: r for r in csvmod.DictReader(out.stdout.splitlines())}
+    assert table["getppid"]["calls"] == "6" and table["wait4"]["errors"] == "0"

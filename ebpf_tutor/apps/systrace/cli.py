@@ -5,6 +5,9 @@
     ebpf-tutor systrace -p 1234 --json           # JSON lines for a running process
     ebpf-tutor systrace --comm nginx -d 10 -c    # every process named nginx, 10 s
     ebpf-tutor systrace --cgroup /sys/fs/cgroup/unified/system.slice -c -d 5
+    ebpf-tutor systrace --csv -o trace.csv -- make     # CSV; -o keeps it apart from make's output
+
+The trace goes to stdout (or -o FILE), the command's own output too.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many seconds (default: when the command or pid ends, or Ctrl-C)")
     parser.add_argument("-o", "--output", help="write the trace here instead of stdout")
     parser.add_argument("--json", action="store_true", help="JSON lines (stream) or one JSON object (-c)")
+    parser.add_argument("--csv", action="store_true", help="CSV with a header row (stream or -c)")
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="-- command and arguments to start and trace")
 
@@ -61,10 +65,17 @@ def run(args: argparse.Namespace) -> int:
     opts = probes.TraceOptions(summary=args.summary, latency=not args.no_latency, pids=list(args.pid), follow=args.follow,
                                comm=args.comm, syscalls=names,
                                cgroup_id=_cgroup_id(args.cgroup) if args.cgroup else None)
+    if args.json and args.csv:
+        print("systrace: --json or --csv, not both", file=sys.stderr)
+        return 2
     out = open(args.output, "w") if args.output else sys.stdout
     try:
+        fmt = report.event_json if args.json else report.event_csv if args.csv else report.event_line
+        if args.csv and not args.summary:
+            out.write(report.csv_header(False) + "\n")
+
         def on_event(rec: dict) -> None:
-            out.write((report.event_json(rec) if args.json else report.event_line(rec)) + "\n")
+            out.write(fmt(rec) + "\n")
 
         until = args.pid[0] if len(args.pid) == 1 and not command else None
 
@@ -85,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         if args.summary:
             extra = {"exit_status": res.exit_status, "lost": res.lost}
             out.write((report.summary_json(res.stats, extra) if args.json
+                       else report.summary_csv(res.stats) if args.csv
                        else report.summary_table(res.stats)) + "\n")
         elif res.lost or res.dropped:
             print(f"systrace: {res.lost} events lost in the kernel, {res.dropped} dropped",

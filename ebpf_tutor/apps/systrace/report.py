@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 from typing import Iterable
 
@@ -47,6 +49,35 @@ def event_line(rec: dict) -> str:
 
 def event_json(rec: dict) -> str:
     return json.dumps(rec, separators=(",", ":"))
+
+
+CSV_EVENT_FIELDS = ("ts_ns", "pid", "tid", "comm", "syscall", "nr", "ret", "error",
+                    "latency_us", "args")
+CSV_SUMMARY_FIELDS = ("syscall", "calls", "errors", "total_us", "avg_us", "max_us")
+
+
+def _csv_row(values) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(values)
+    return buf.getvalue()
+
+
+def csv_header(summary: bool) -> str:
+    return _csv_row(CSV_SUMMARY_FIELDS if summary else CSV_EVENT_FIELDS)
+
+
+def event_csv(rec: dict) -> str:
+    """One event as a CSV row (the arguments joined by ", ", as in the call)."""
+    return _csv_row([", ".join(rec[f]) if f == "args" else ("" if rec[f] is None else rec[f])
+                     for f in CSV_EVENT_FIELDS])
+
+
+def summary_csv(stats: dict[str, SyscallStat]) -> str:
+    rows = [csv_header(True)]
+    for s in sorted_rows(stats):
+        rows.append(_csv_row([s.name, s.calls, s.errors, f"{s.total_ns / 1e3:.3f}",
+                              f"{s.avg_ns / 1e3:.3f}", f"{s.max_ns / 1e3:.3f}"]))
+    return "\n".join(rows)
 
 
 def sorted_rows(stats: dict[str, SyscallStat]) -> list[SyscallStat]:
