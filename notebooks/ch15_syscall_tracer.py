@@ -345,6 +345,7 @@ print("systrace -c counted every call of dd (2 per byte, and more):",
 # sudo ebpf-tutor systrace -p 1234 -e openat --json   # one process, JSON lines
 # sudo ebpf-tutor systrace --comm nginx -c -d 10      # every process named nginx, 10 s
 # sudo ebpf-tutor systrace --cgroup system.slice/cron.service -c -d 60
+# sudo ebpf-tutor systrace --csv -o trace.csv -- make  # CSV rows, apart from make's output
 # ```
 
 # %%
