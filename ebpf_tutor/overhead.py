@@ -64,11 +64,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ebpf-tutor"
 
 
-def compiled_c(stem: str, source: str) -> Path:
-    """`source` compiled with `cc -O2`, kept in cache_dir() under a name made
-    from `stem`, the machine and the source, so a run compiles it only if it
-    changed."""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+def compiled_c(stem: str, source: str, flags: tuple[str, ...] = ("-O2",)) -> Path:
+    """`source` compiled with `cc` and `flags`, kept in cache_dir() under a name
+    made from `stem`, the machine, the source and the flags, so a run compiles
+    it only if one of them changed."""
+    key = source if flags == ("-O2",) else source + " ".join(flags)   # -O2 binaries keep their names
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     binary = cache_dir() / f"{stem}-{os.uname().machine}-{digest}"
     if binary.exists():
         return binary
@@ -76,7 +77,7 @@ def compiled_c(stem: str, source: str) -> Path:
     with tempfile.TemporaryDirectory(dir=binary.parent) as tmp:
         (Path(tmp) / f"{stem}.c").write_text(source)
         try:
-            subprocess.run(["cc", "-O2", "-o", f"{tmp}/{stem}", f"{tmp}/{stem}.c"],
+            subprocess.run(["cc", *flags, "-o", f"{tmp}/{stem}", f"{tmp}/{stem}.c"],
                            check=True, capture_output=True, text=True)
         except FileNotFoundError:
             raise RuntimeError(f"{stem} needs a C compiler: `cc` was not found") from None

@@ -8,13 +8,10 @@ allocated and keeps the rest.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
-from ...overhead import cache_dir
+from ...overhead import compiled_c
 
 CFLAGS = ["-O0", "-fno-omit-frame-pointer", "-g"]   # -O1: gcc 12 gives leaf functions no frame
 HOT_SHARE = 0.75                 # of the loop iterations, hence of the CPU time
@@ -114,23 +111,9 @@ int main(int argc, char **argv) {  /* leaker ROUNDS LEAK_BYTES TIDY_BYTES: then 
 
 
 def build(stem: str, source: str, flags: list[str] | None = None) -> Path:
-    """`source` compiled with gcc and frame pointers (CFLAGS), cached in
-    ebpf-tutor's cache folder under a name made from the source and flags."""
-    flags = CFLAGS if flags is None else flags
-    digest = hashlib.sha256((source + " ".join(flags)).encode()).hexdigest()[:12]
-    binary = cache_dir() / f"{stem}-{os.uname().machine}-{digest}"
-    if binary.exists():
-        return binary
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=binary.parent) as tmp:
-        (Path(tmp) / f"{stem}.c").write_text(source)
-        try:
-            subprocess.run(["gcc", *flags, "-o", f"{tmp}/{stem}", f"{tmp}/{stem}.c"],
-                           check=True, capture_output=True, text=True)
-        except FileNotFoundError:
-            raise RuntimeError(f"{stem} needs gcc: it was not found") from None
-        os.replace(f"{tmp}/{stem}", binary)
-    return binary
+    """`source` compiled with frame pointers (CFLAGS), cached like every C
+    workload of the course (overhead.compiled_c)."""
+    return compiled_c(stem, source, tuple(CFLAGS if flags is None else flags))
 
 
 def hotcold() -> Path:
