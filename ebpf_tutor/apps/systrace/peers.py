@@ -83,6 +83,16 @@ def _finish(pid: int, errfile: str) -> float:
         os.unlink(errfile)
 
 
+def _reap(pid: int, errfile: str) -> None:
+    """A run that did not reach _finish: kill its stopped dd, remove its file."""
+    if os.path.exists(errfile):
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+            os.waitpid(pid, 0)
+        os.unlink(errfile)
+
+
 def run_bare(n: int) -> float:
     pid, errfile = _dd_stopped(n)
     return _finish(pid, errfile)
@@ -116,12 +126,7 @@ def run_syscount(n: int, latency: bool = False) -> float:
         except subprocess.TimeoutExpired:
             tool.kill()
             tool.communicate()
-        if os.path.exists(errfile):
-            with contextlib.suppress(ProcessLookupError, ChildProcessError):
-                os.kill(pid, signal.SIGKILL)
-                os.kill(pid, signal.SIGCONT)
-                os.waitpid(pid, 0)
-            os.unlink(errfile)
+        _reap(pid, errfile)
 
 
 def run_systrace(n: int, summary: bool = True, latency: bool = True, **opts) -> float:
@@ -145,12 +150,7 @@ def run_systrace(n: int, summary: bool = True, latency: bool = True, **opts) -> 
         LAST_RUN.update(mode="summary" if summary else "stream", calls=calls, lost=lost)
         return secs
     finally:
-        if os.path.exists(errfile):
-            with contextlib.suppress(ProcessLookupError, ChildProcessError):
-                os.kill(pid, signal.SIGKILL)
-                os.kill(pid, signal.SIGCONT)
-                os.waitpid(pid, 0)
-            os.unlink(errfile)
+        _reap(pid, errfile)
 
 
 LAST_RUN: dict = {}      # what the last systrace run saw: calls, lost (ring full)
