@@ -19,5 +19,6 @@ from __future__ import annotations
 APPS: dict[str, tuple[str, str]] = {
     "systrace": ("ebpf_tutor.apps.systrace.cli", "chapter 15: strace-like system call tracer (filters, decoded arguments, -c summary)"),
     "netflow": ("ebpf_tutor.apps.netflow.cli", "chapter 16: network traffic analyzer (flow table, protocols, talkers, scan/flood alerts, pcap)"),
+    "containermon": ("ebpf_tutor.apps.containermon.cli", "chapter 17: container security monitor (exec/file/network/namespace events per container, Falco-like alerts, kill/refuse enforcement)"),
     "profile": ("ebpf_tutor.apps.profiler.cli", "chapter 18: profiler (on-CPU flame graphs, off-CPU time, allocations, block I/O latency)"),
 }
