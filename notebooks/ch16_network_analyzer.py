@@ -56,10 +56,12 @@ workdir = Path(tempfile.mkdtemp(prefix="ebt-ch16-"))
 # flood), and prints what it saw. On your own traffic you give it a
 # namespace and an interface: `--netns NS --dev IF`. It refuses the host's
 # namespace, even under another name; `--json` prints one JSON object;
-# Ctrl-C detaches and prints what was measured so far.
+# Ctrl-C detaches and prints what was measured so far. Below, `--top 6`
+# keeps the report to the six largest flows and talkers. An alert is
+# printed when it happens (the first two lines) and again in the summary.
 
 # %% tags=["nbval-ignore-output"]
-demo = subprocess.run([sys.executable, "-m", "ebpf_tutor", "netflow", "--demo"],
+demo = subprocess.run([sys.executable, "-m", "ebpf_tutor", "netflow", "--demo", "--top", "6"],
                       capture_output=True, text=True)
 print(demo.stdout)
 
@@ -151,7 +153,7 @@ for what, frame in crafted.items():
 # | | XDP | TC (clsact) |
 # |---|---|---|
 # | directions | ingress only | ingress and egress |
-# | runs | in the driver, before an `sk_buff` exists | on the `sk_buff`, after (ingress) or before (egress) the stack |
+# | runs | in the driver's receive path: on a NIC with native XDP, before an `sk_buff` exists; on a veth, on the `sk_buff` its peer sent (chapter 7) | on the `sk_buff`: at ingress after packet sockets (tshark) have seen it and before the IP stack; at egress after the IP stack, before the qdisc |
 # | sees | frames as the wire delivers them | what the stack sends and receives, large offloaded segments included |
 # | can drop early | yes, cheapest | yes, later |
 #
@@ -247,10 +249,14 @@ print("packets equal tshark's frames, bytes equal tshark's bytes, every flow:",
 #
 # * **a different place**: XDP on `veth-b` counts only what arrives there,
 #   and changes segmentation (16.3); tshark on `veth-a` would see the
-#   frames before `b`'s ingress hooks could drop any;
+#   frames before `b`'s ingress hooks could drop any (on `veth-b` itself,
+#   tshark's packet socket still sees a frame that TC ingress then drops,
+#   but not one that XDP drops);
 # * **IP fragments**: tshark puts a reassembled UDP datagram into the
-#   conversation of its last fragment only, while the flow table counts
-#   later fragments under ports 0; the datagrams here fit in one frame;
+#   conversation as one frame, the one that completed the reassembly
+#   (the other fragments' frames carry no UDP header), while the flow
+#   table counts the first fragment under the ports and the later ones
+#   under ports 0; the datagrams here fit in one frame;
 # * **rounding**: tshark prints a byte count of 10,000 or more rounded
 #   ("15 kB"); each direction here stays under that, and `peer.conversations`
 #   refuses a rounded figure rather than compare it.
@@ -440,8 +446,9 @@ shutil.rmtree(workdir)          # the capture and the pcap file of this chapter
 #
 # The kernel can time every run of a program (`BPF_ENABLE_STATS`, chapter
 # 12): `run_time_ns / run_cnt` is the analyzer's own cost per packet. Chapter
-# 7's in-kernel generator (`xdp.flood`) sends 100,000 copies of one UDP frame
-# into `veth-b`, where the analyzer runs at XDP:
+# 7's in-kernel generator (`xdp.flood`: `BPF_PROG_TEST_RUN` in live-frames
+# mode, each copy redirected out of `veth-a`) sends 100,000 copies of one
+# UDP frame into `veth-b`, where the analyzer runs at XDP:
 
 # %% tags=["nbval-ignore-output"]
 with net.VethPair(quiet=True, xdp_ready=True) as lab, Analyzer(Options(hook="xdp")) as nf:
