@@ -50,7 +50,11 @@ from ebpf_tutor.apps.profiler.flamegraph import FlameGraph
 # In the program, `stacks.get_stackid(ctx, BPF_F_USER_STACK)` walks the
 # interrupted user stack and stores its return addresses in a
 # `BPF_STACK_TRACE` map, returning a small id (equal stacks share one);
-# flag `0` walks the kernel stack. The sample is counted under
+# flag `0` walks the kernel stack. The id is a bucket chosen by a hash of
+# the addresses: when two different stacks fall in one bucket, the second
+# gets a negative id (`-EEXIST`) unless the flag `BPF_F_REUSE_STACKID` lets
+# it overwrite the first, so a stack map is sized well above the number of
+# distinct stacks expected. The sample is counted under
 # `(pid, user stack id, kernel stack id, comm)`. The profiler's whole
 # on-CPU program:
 
@@ -198,7 +202,11 @@ print("hot's box is the wider:", hot_box.width > cold_box.width)
 # (a lock, the disk, a sleep) shows nothing. At `sched:sched_switch` the
 # task leaving the CPU is still the current one, so the program records the
 # time and its stacks under its thread id; when the same thread is switched
-# back in, the time it was away is added to those stacks:
+# back in, the time it was away is added to those stacks. Every switch
+# counts, so a thread that was preempted adds the time it waited for a CPU
+# too; BCC's `offcputime --state MASK` keeps only the switches out of the
+# task states in a bitmask (2 is `TASK_UNINTERRUPTIBLE`, the disk's usual
+# wait):
 
 # %%
 print(probes.source("offcpu"))
@@ -237,10 +245,14 @@ for f, ms in (("wait_long", LONG_MS), ("wait_short", SHORT_MS)):
 # stack is walked from the caller, and `live[address] = {size, stack}`; at
 # `free`, the block is looked up and its bytes subtracted from its stack.
 # What remains in `outstanding` is what the program allocated and did not
-# free, per allocation site:
+# free, per allocation site. The maps, then the return and `free` probes
+# (the entry probe only does `asked[tid] = size`):
 
 # %%
-print(probes.source("alloc"))
+alloc_src = probes.source("alloc")
+print("\n".join(line for line in alloc_src.splitlines() if line.startswith("BPF_")))
+print()
+print(alloc_src[alloc_src.index("int on_malloc_return"):])
 
 # %% [markdown]
 # The workload calls `leaky(1000)` and keeps the block, and `tidy(300)` and
