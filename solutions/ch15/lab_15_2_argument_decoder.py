@@ -39,8 +39,9 @@
 #   directory"; keep it signed.
 # * `O_RDONLY` is **0**: the access mode is `flags & O_ACCMODE` (0, 1 or 2)
 #   and is always named. The other flags are bits, named in strace's order
-#   (`ORDER` below). strace shows the `mode` only when `O_CREAT` is set,
-#   in octal with a leading 0 (`0644`).
+#   (`ORDER` below). strace shows the `mode` only when `O_CREAT` (or
+#   `O_TMPFILE`, which the check does not use) is set, in octal with a
+#   leading 0 (`0644`).
 # * The kernel returns `-errno`; the C library turns that into -1 and
 #   `errno`, which is what strace prints: `-1 ENOENT (No such file or
 #   directory)`. Python has the names in `errno.errorcode` and the messages
