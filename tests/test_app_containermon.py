@@ -71,7 +71,7 @@ def monitor():
 
 @needs_root
 def test_exec_events_per_container_and_no_host_decoys(monitor):
-    from ebpf_tutor.apps.containermon.container import Container
+    from ebpf_tutor.sandbox.container import Container
     marker = f"cm{uuid.uuid4().hex[:8]}"
     with Container("a") as a, Container("b") as b:
         assert a.cgroup_id != b.cgroup_id and a.pidns != b.pidns
@@ -99,7 +99,7 @@ def test_exec_events_per_container_and_no_host_decoys(monitor):
 
 @needs_root
 def test_each_incident_raises_its_rule_and_benign_work_none(monitor):
-    from ebpf_tutor.apps.containermon.container import Container
+    from ebpf_tutor.sandbox.container import Container
     with Container("web") as web, Container("pwned") as bad:
         monitor.watch(web)
         monitor.watch(bad)
@@ -116,7 +116,7 @@ def test_each_incident_raises_its_rule_and_benign_work_none(monitor):
 
 @needs_root
 def test_enforcement_kills_shells_and_refuses_a_port():
-    from ebpf_tutor.apps.containermon.container import Container
+    from ebpf_tutor.sandbox.container import Container
     from ebpf_tutor.apps.containermon.monitor import Monitor
     connect = ("import socket, sys\ns = socket.socket(); s.settimeout(2)\n"
                "try: s.connect(('127.0.0.1', int(sys.argv[1])))\nexcept OSError as e: print(e.errno)")

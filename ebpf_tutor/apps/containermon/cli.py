@@ -102,7 +102,7 @@ def _print_alert(a) -> None:
 
 def _run(args, command: list[str], state: dict) -> int:
     from . import incidents
-    from .container import Container
+    from ...sandbox.container import Container
     from .monitor import Monitor
 
     def on_event(rec: dict) -> None:

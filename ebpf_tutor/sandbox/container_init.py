@@ -1,6 +1,6 @@
 """The first process of a container (pid 1 of its pid namespace).
 
-Started by `container.Container` through `unshare`; not imported by the
+Started by `ebpf_tutor.sandbox.container.Container` through `unshare`; not imported by the
 package. It prepares the container's own view (hostname, loopback up, a
 private tmpfs copy of /etc so that writes "below /etc" never reach the
 host's), says "ready", and then runs commands for its parent: one JSON line

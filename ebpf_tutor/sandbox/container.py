@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...sandbox.cgroup import ScratchCgroup
+from .cgroup import ScratchCgroup
 
 INIT = Path(__file__).with_name("container_init.py")
 
