@@ -242,8 +242,10 @@ for f, ms in (("wait_long", LONG_MS), ("wait_short", SHORT_MS)):
 #
 # Three uprobes on libc: at `malloc`'s entry the size is stashed under the
 # thread id; at its return (a uretprobe) the address is known, the user
-# stack is walked from the caller, and `live[address] = {size, stack}`; at
-# `free`, the block is looked up and its bytes subtracted from its stack.
+# stack is walked from the caller, and `live[(pid, address)] = {size, stack}`
+# (the pid too: two processes can have a live block at the same virtual
+# address); at `free`, the block is looked up and its bytes subtracted from
+# its stack.
 # What remains in `outstanding` is what the program allocated and did not
 # free, per allocation site. The maps, then the return and `free` probes
 # (the entry probe only does `asked[tid] = size`):

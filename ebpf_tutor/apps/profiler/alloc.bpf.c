@@ -11,13 +11,18 @@ struct block_t {
     u64 size;
     struct site_t site;
 };
+struct addr_t {         // an address means something only in its own process
+    u32 pid;
+    u32 pad;
+    u64 addr;
+};
 struct usage_t {
     s64 bytes;          // allocated minus freed
     s64 blocks;
     u64 allocs;         // malloc calls, freed or not
 };
 BPF_HASH(asked, u32, u64, MAX_KEYS);                    // thread id -> size passed to malloc
-BPF_HASH(live, u64, struct block_t, MAX_BLOCKS);        // address -> block
+BPF_HASH(live, struct addr_t, struct block_t, MAX_BLOCKS);   // (pid, address) -> block
 BPF_HASH(outstanding, struct site_t, struct usage_t, MAX_KEYS);
 BPF_STACK_TRACE(stacks, MAX_STACKS);
 
@@ -39,8 +44,8 @@ int on_malloc_return(struct pt_regs *ctx) {
         return 0;
     struct block_t b = {.size = *size};
     asked.delete(&tid);
-    u64 addr = PT_REGS_RC(ctx);
-    if (addr == 0)
+    struct addr_t addr = {.pid = id >> 32, .addr = PT_REGS_RC(ctx)};
+    if (addr.addr == 0)
         return 0;
     // at the return, the walk starts in malloc's caller: the function we want
     b.site.pid = id >> 32;
@@ -57,7 +62,7 @@ int on_malloc_return(struct pt_regs *ctx) {
 }
 
 int on_free(struct pt_regs *ctx) {
-    u64 addr = PT_REGS_PARM1(ctx);
+    struct addr_t addr = {.pid = bpf_get_current_pid_tgid() >> 32, .addr = PT_REGS_PARM1(ctx)};
     struct block_t *b = live.lookup(&addr);
     if (!b)
         return 0;                       // allocated before we attached, or not by malloc
