@@ -53,6 +53,7 @@ class Container:
         self.cgroup: ScratchCgroup | None = None
         self.proc: subprocess.Popen | None = None
         self.init_pid = 0            # pid 1 of the container, as the host sees it
+        self._cgroup_id = 0
 
     def __enter__(self) -> "Container":
         try:
@@ -80,10 +81,12 @@ class Container:
             raise RuntimeError(f"container {self.name}: expected one init process, got {children}")
         self.init_pid = children[0]
         (self.cgroup.path / "cgroup.procs").write_text(str(self.init_pid))
+        self._cgroup_id = self.cgroup.id
 
     @property
     def cgroup_id(self) -> int:
-        return self.cgroup.id
+        """Its cgroup's id (kept after the container is gone, to judge records)."""
+        return self._cgroup_id
 
     @property
     def pidns(self) -> int:
