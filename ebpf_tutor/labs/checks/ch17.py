@@ -113,3 +113,68 @@ def check_container_execs(program: str) -> str:
                "(__sync_fetch_and_add), never an assignment")
     return (f"{runs['a']} and {runs['b']} execs counted under the two watched containers' cgroup "
             f"ids; the unwatched container ({runs['decoy']}) and the host ({runs['host']}) ignored")
+
+
+# -------------------------------------------------------------------- 17.2 --
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+# each script starts a listener on its own loopback and connects to it
+_LISTEN = ("import os, socket\nsrv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(4)\n"
+           "s = socket.create_connection(srv.getsockname())\n")
+ATTACK_3 = _LISTEN + ("os.dup2(s.fileno(), 0); os.dup2(s.fileno(), 1)\n"
+                      "os.dup2(s.fileno(), 2, inheritable=False)   # dup3\n")
+ATTACK_COPY = _LISTEN + "os.dup2(s.fileno(), 1); os.dup2(1, 0)\n"
+BENIGN = _LISTEN + (
+    "c, _ = srv.accept(); s.sendall(b'ping'); assert c.recv(4) == b'ping'\n"
+    "f = open(os.devnull, 'w'); os.dup2(f.fileno(), 1)           # output to a file\n"
+    "os.dup2(s.fileno(), 7)                                       # a socket, not onto 0-2\n"
+    "t = socket.socket(); n = t.fileno(); t.close()\n"
+    "g = open(os.devnull, 'w'); assert g.fileno() == n             # the number, reused\n"
+    "os.dup2(g.fileno(), 1)\n")
+
+
+def has_tracepoint(name: str) -> bool:
+    return any(os.path.isdir(f"{root}/events/{name}") for root in TRACEFS)
+
+
+@lab("17.2", "reverse-shell detection")
+def check_reverse_shell(program: str) -> str:
+    """Two attacks and benign socket work in three containers, an attack on
+    the host; exactly the attacks' socket copies onto 0-2, per container."""
+    cflags = ["-DHAS_DUP2"] if has_tracepoint("syscalls/sys_enter_dup2") else []
+    py = [sys.executable, "-I", "-c"]
+    try:
+        with _load("17.2", program, cflags) as prog, Container("attack") as attack, \
+                Container("copy") as copy, Container("benign") as benign:
+            flagged = _table(prog, "flagged", "17.2", "keep BPF_HASH(flagged, u64, u64, 64);")
+            _table(prog, "containers", "17.2", "keep BPF_HASH(containers, u64, u8, 64);")
+            _watch(prog, "containers", attack, copy, benign)
+            for c, script in ((benign, BENIGN), (attack, ATTACK_3), (copy, ATTACK_COPY)):
+                r = c.run(py + [script])
+                expect(r.rc == 0, "17.2", f"the check's workload failed in {c.name}: {r.err[-300:]}", "")
+            subprocess.run(py + [ATTACK_3], check=True, capture_output=True)     # the host
+            got = {k.value: v.value for k, v in flagged.items()}
+    finally:
+        close_all()
+    names = {attack.cgroup_id: "attack", copy.cgroup_id: "copy", benign.cgroup_id: "benign"}
+    expect(got, "17.2", "`flagged` is empty after a reverse shell copied its socket onto 0, 1 "
+           "and 2 in a watched container",
+           "remember sockets at sys_exit_socket, and count dup2/dup3 of one onto fd 0-2")
+    stray = [cg for cg in got if cg not in names]
+    expect(not stray, "17.2", "a copy was counted under a cgroup that is not a watched container "
+           "(the host ran the same attack)",
+           "only in watched containers: containers.lookup(&cgroup) of bpf_get_current_cgroup_id()")
+    expect(not got.get(benign.cgroup_id), "17.2",
+           f"benign work was flagged ({got.get(benign.cgroup_id)} copies): a TCP client, output "
+           "to a file, a socket copied onto 7, a file on a reused socket number copied onto 1",
+           "count only copies onto 0, 1 or 2 of a descriptor that IS a socket now: forget it at "
+           "close()")
+    n = got.get(attack.cgroup_id, 0)
+    expect(n == 3, "17.2", f"the reverse shell copied its socket onto 0 and 1 (dup2) and 2 "
+           f"(dup3): 3 copies, your count is {n}",
+           "handle both sys_enter_dup2 and sys_enter_dup3, and newfd <= 2 (stderr too)")
+    n = got.get(copy.cgroup_id, 0)
+    expect(n == 2, "17.2", f"`dup2(sock, 1); dup2(1, 0)` copies a socket twice onto 0-2, your "
+           f"count is {n}", "a copy of a socket is a socket: add newfd to `sockets` too")
+    return ("reverse shell 3/3 copies, the `0>&1` variant 2/2, benign work and the host's "
+            "attack not flagged")
