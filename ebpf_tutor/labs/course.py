@@ -50,8 +50,8 @@ PARTS: list[tuple[str, list[Chapter]]] = [
         _ch(15, "System call tracer", "kernel filter by name and cgroup; argument decoder; "
             "in-kernel -c summary"),
         _ch(16, "Network traffic analyzer", "flow table; anomaly detection; pcap export"),
-        _ch(17, "Container security monitor", "per-container events; policy enforcement; "
-            "detections"),
+        _ch(17, "Container security monitor", "exec events per container; reverse-shell "
+            "detection; kill a shell at its exec"),
         _ch(18, "Performance profiler", "flame graph; off-CPU time; allocation tracking"),
         _ch(19, "Distributed tracing", "HTTP spans; dependency graph; OpenTelemetry export"),
         _ch(20, "Database query analyzer", "query capture; slow queries and N+1; index suggestions"),

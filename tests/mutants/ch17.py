@@ -27,3 +27,13 @@ MUTANTS["17.2"] = [
     ("any copy onto 0-2 counts, socket or not",
      "    if (!sockets.lookup(&k))\n        return 0;\n", ""),
 ]
+MUTANTS["17.3"] = [
+    ("kills shells in every cgroup (no guarded test)",
+     "    if (!guarded.lookup(&cgroup))\n        return 0;\n", ""),
+    ("kills every program of the guarded container (no name test)",
+     "    if (!shells.lookup(&name))\n        return 0;\n", ""),
+    ("SIGTERM instead of SIGKILL",
+     "    bpf_send_signal(9);", "    bpf_send_signal(15);"),
+    ("kills without counting",
+     "        __sync_fetch_and_add(n, 1);", ""),
+]

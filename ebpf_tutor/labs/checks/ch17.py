@@ -178,3 +178,56 @@ def check_reverse_shell(program: str) -> str:
            f"count is {n}", "a copy of a socket is a socket: add newfd to `sockets` too")
     return ("reverse shell 3/3 copies, the `0>&1` variant 2/2, benign work and the host's "
             "attack not flagged")
+
+
+# -------------------------------------------------------------------- 17.3 --
+@lab("17.3", "kill a shell at its exec (bpf_send_signal)")
+def check_kill_shell(program: str) -> str:
+    """Fresh shell names; a guarded and an unguarded container and the host.
+    Shells die with SIGKILL in the guarded container only; other programs run."""
+    rng = random.Random()
+    shell, other_shell, tool = _fresh("c17sh"), _fresh("c17sh"), _fresh("c17ls")
+    n_shell = rng.randint(1, 3)
+    try:
+        with _load("17.3", program) as prog, \
+                _programs({shell: "/bin/sh", other_shell: "/bin/sh", tool: "ls"}) as paths, \
+                Container("guarded") as g, Container("free") as free:
+            kills = _table(prog, "kills", "17.3", "keep BPF_HASH(kills, u64, u64, 64);")
+            _table(prog, "guarded", "17.3", "keep BPF_HASH(guarded, u64, u8, 64);")
+            shells = _table(prog, "shells", "17.3", "keep BPF_HASH(shells, struct comm_t, u8, 64);")
+            _watch(prog, "guarded", g)
+            for name in (shell, other_shell):
+                key = shells.Key()
+                key.c = name.encode()
+                shells[key] = ct.c_uint8(1)
+            said = "echo alive"
+            host = subprocess.run([paths[shell], "-c", said], capture_output=True, text=True)
+            expect(host.returncode == 0 and host.stdout == "alive\n", "17.3",
+                   f"a shell on the host (not in a guarded container) ended with status "
+                   f"{host.returncode}", "kill only in cgroups listed in `guarded`")
+            r = free.run([paths[shell], "-c", said])
+            expect(r.rc == 0 and r.out == "alive\n", "17.3",
+                   f"a shell in an unguarded container ended with status {r.rc}",
+                   "kill only in cgroups listed in `guarded`")
+            ls = g.run([paths[tool], "/"])
+            expect(ls.rc == 0, "17.3", f"`ls` (under a fresh name) in the guarded container ended "
+                   f"with status {ls.rc}: only shells are forbidden",
+                   "test the name: shells.lookup(&name) with bpf_get_current_comm()")
+            for i in range(n_shell):
+                r = g.run([paths[shell if i % 2 == 0 else other_shell], "-c", said])
+                expect(r.rc != 0 or r.out != "alive\n", "17.3",
+                       "a shell in the guarded container ran to the end",
+                       "bpf_send_signal(9) when the cgroup is guarded and the name is a shell")
+                expect(r.rc == -9, "17.3", f"the shell died with status {r.rc}, not by SIGKILL "
+                       "(-9)", "send SIGKILL (9): a shell can trap or ignore SIGTERM")
+                expect(r.out == "", "17.3", "the shell printed before it died",
+                       "kill at sched_process_exec, not later")
+            got = {k.value: v.value for k, v in kills.items()}
+    finally:
+        close_all()
+    expect(got == {g.cgroup_id: n_shell}, "17.3",
+           f"{n_shell} shell(s) killed in the guarded container; `kills` says "
+           f"{ {('guarded' if k == g.cgroup_id else k): v for k, v in got.items()} }",
+           "add 1 to kills[cgroup id] for every kill (lookup_or_try_init, __sync_fetch_and_add)")
+    return (f"{n_shell} shell(s) killed by SIGKILL in the guarded container; ls ran there; the "
+            "same shell ran in another container and on the host")
