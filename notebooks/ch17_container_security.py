@@ -41,7 +41,7 @@ import pandas as pd
 
 from ebpf_tutor import features
 from ebpf_tutor.apps.containermon import incidents, rules
-from ebpf_tutor.apps.containermon.container import Container
+from ebpf_tutor.sandbox.container import Container
 from ebpf_tutor.apps.containermon.monitor import Monitor, missing_tracepoints
 from ebpf_tutor.apps.containermon.rules import Settings
 
@@ -75,7 +75,7 @@ print(demo.stdout, demo.stderr)
 # (what it may use, and, for us, a name for the whole group). Everything it
 # starts inherits both.
 #
-# `Container` (in `containermon/container.py`) does exactly that:
+# `Container` (in `ebpf_tutor/sandbox/container.py`) does exactly that:
 # `unshare --pid --mount --uts --net --fork --mount-proc` starts its first
 # process, which mounts a tmpfs copy of `/etc` over `/etc` (in its own mount
 # namespace: the host's `/etc` never changes), brings its loopback up, and
@@ -310,3 +310,15 @@ features.notice("lsm", "the tracepoint kill and the cgroup connect4 refusal abov
 #    program's verdict is the kernel's answer to the call itself.
 #
 # </details>
+#
+# ## Labs
+#
+# | lab | you build | open |
+# |---|---|---|
+# | 17.1 | exec events per container, keyed by cgroup id, against an unwatched container and the host | `labs/ch17/lab_17_1_container_execs.ipynb` |
+# | 17.2 | reverse-shell detection: sockets remembered, forgotten at close, copies onto 0-2 counted | `labs/ch17/lab_17_2_reverse_shell.ipynb` |
+# | 17.3 | enforcement: a shell killed at its exec with `bpf_send_signal` in a guarded container only | `labs/ch17/lab_17_3_kill_shell.ipynb` |
+#
+# Each lab ends with a check cell that makes its own containers, runs
+# freshly named programs in them and on the host, and compares what your
+# program recorded or did with what it ran.
