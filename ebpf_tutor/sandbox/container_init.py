@@ -8,17 +8,29 @@ in on stdin, one JSON line out ({"rc", "out", "err"}) when the command ends.
 Its children inherit all its namespaces and its cgroup, so nothing that runs
 in the container calls setns() or unshare() to get there.
 """
+import fcntl
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def loopback_up() -> None:
+    """`ip link set lo up`, without needing iproute2."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
 def setup(hostname: str) -> None:
     socket.sethostname(hostname)
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    loopback_up()
     # a tmpfs copy of /etc over /etc, in this mount namespace only
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "ctr-etc", "/mnt"], check=True)
     subprocess.run(["cp", "-a", "/etc", "/mnt/etc"], check=True)
