@@ -253,7 +253,11 @@ with Monitor(Settings(enforce_shell_kill=True, deny_ports=(4444,))) as mon, \
 # started may complete (Tetragon's documentation says the same of its
 # `Sigkill` action). A refusal is cleaner: BPF LSM programs (chapter 11)
 # return an error from a security hook, such as `bprm_check_security` for
-# an exec, and the action never happens.
+# an exec, and the action never happens. `ebpf-tutor containermon
+# --enforce-shell` does that where BPF LSM works (`containermon_lsm.bpf.c`:
+# the shell's `execve()` fails with `EPERM`; run in the course VM by
+# `scripts/ci-vm.sh`), and falls back to the kill above elsewhere, saying so
+# in one line, as the next cell does here.
 
 # %% tags=["nbval-ignore-output"]
 features.notice("lsm", "the tracepoint kill and the cgroup connect4 refusal above")

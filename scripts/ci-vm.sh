@@ -23,6 +23,8 @@ for suite in ${suites[@]}; do
   # kprobes can reject, and the chapter 10 lab solutions (libbpf 1.5 there).
   # Chapter 11 (BPF LSM): the first suite runs its notebook and lab solutions
   # (both variants judged: LSM and fallback), the last its wrong LSM variants.
+  # Chapter 17: the first suite runs the monitor's LSM refusal of a shell's exec
+  # in a container (one test, tests/test_app_containermon.py).
   # Every suite loads chapter 10's CO-RE object, built on the host's kernel,
   # and checks what it reads (tests/test_core_vm.py).
   read -ra all <<<"${suites[*]}"
@@ -30,6 +32,7 @@ for suite in ${suites[@]}; do
   notebooks=()
   if [ "$suite" = "${all[0]}" ] && [ -f notebooks/ch05_kprobes.ipynb ]; then
     select="$select or solution_passes and 8.3 or ch05 or solution_passes and 11. or ch11"
+    select="$select or enforce_shell_uses_lsm"
     notebooks=(notebooks/ch05_kprobes.ipynb notebooks/ch11_lsm.ipynb)
   fi
   [ "$suite" = "${all[-1]}" ] && select="$select or wrong_kprobe_variant or wrong_lsm_variant or solution_passes and 10."
@@ -44,7 +47,8 @@ for suite in ${suites[@]}; do
   "$PY" vm/course_vm.py run --suite "$suite" --timeout "${VM_TIMEOUT:-2400}" -- \
     env EBPF_TUTOR_EXPECT_FEATURES=kprobes,fentry,LSM \
     /opt/ebpf-venv/bin/python -m pytest -q -p no:cacheprovider \
-      tests/test_expected_features.py tests/test_labs.py tests/test_core_vm.py "${notebooks[@]}" \
+      tests/test_expected_features.py tests/test_labs.py tests/test_core_vm.py \
+      tests/test_app_containermon.py "${notebooks[@]}" \
       -k "$select" \
       --nbval-lax --nbval-kernel-name ebpf-root \
       -o junit_logging=system-out --junitxml="vm/work/junit-$suite.xml"

@@ -123,15 +123,19 @@ def test_enforcement_kills_shells_and_refuses_a_port():
     with Monitor(Settings(enforce_shell_kill=True, deny_ports=(4444,))) as mon, \
             Container("x") as c:
         mon.watch(c)
-        assert incidents.shell(c).rc == -9
+        shell = incidents.shell(c)
         assert c.run(["ls", "/"]).rc == 0
         assert c.run([incidents.PY, "-I", "-c", connect, "4444"]).out.strip() == "1"    # EPERM
         assert c.run([incidents.PY, "-I", "-c", connect, "4445"]).out.strip() == "111"  # ECONNREFUSED
         host = subprocess.run(["sh", "-c", "echo alive"], capture_output=True, text=True)
         assert host.stdout == "alive\n"          # the host's shells are not the policy's
         mon.settle()
-        assert [a.rule for a in mon.alerts] == ["shell killed (enforce)"]
         assert mon.refused() == {4444: 1}
+        if mon.lsm is not None:                  # BPF LSM (the course VM): refused at exec
+            assert shell.rc == 127 and mon.lsm_refusals() == {"x": 1} and mon.alerts == []
+        else:
+            assert shell.rc == -9
+            assert [a.rule for a in mon.alerts] == ["shell killed (enforce)"]
 
 
 @needs_root
@@ -149,3 +153,26 @@ def test_cli_demo_json():
     assert {a["rule"] for a in json.loads(r.stdout)["alerts"]} == {
         "terminal shell in container", "write below etc"}
     assert not os.path.exists("/etc/cm-test")
+
+
+@needs_root
+def test_enforce_shell_uses_lsm_where_it_works_else_says_so():
+    """With BPF LSM (the course VM) a shell's exec fails with EPERM and the
+    shell never starts; elsewhere one line says the signal kill is used."""
+    from ebpf_tutor import features
+    from ebpf_tutor.apps.containermon.monitor import Monitor
+    from ebpf_tutor.sandbox.container import Container
+    with Monitor(Settings(enforce_shell_kill=True)) as mon, Container("x") as c:
+        mon.watch(c)
+        r = incidents.shell(c)
+        assert c.run(["ls", "/"]).rc == 0
+        mon.settle()
+        if features.available("lsm"):
+            assert mon.lsm is not None and mon.lsm_note == ""
+            assert r.rc == 127 and "Operation not permitted" in r.err   # execve: EPERM
+            assert mon.lsm_refusals() == {"x": 1}
+            assert not [a for a in mon.alerts if a.rule == "shell killed (enforce)"]
+        else:
+            assert mon.lsm is None and mon.lsm_note.startswith("BPF LSM: not available")
+            assert "\n" not in mon.lsm_note
+            assert r.rc == -9 and mon.lsm_refusals() == {}

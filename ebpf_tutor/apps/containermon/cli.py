@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=0.0,
                    help="--cgroup: seconds to watch (default: until Ctrl-C)")
     p.add_argument("--enforce-shell", action="store_true",
-                   help="SIGKILL (bpf_send_signal) any shell exec'd in a container made here")
+                   help="stop shells in containers made here: refused (EPERM) by BPF LSM where "
+                        "it works, else SIGKILL at exec (bpf_send_signal)")
     p.add_argument("--deny-port", type=int, action="append", default=[],
                    help="refuse IPv4 connects to this port (cgroup/connect4); repeatable")
     p.add_argument("--etc-prefix", action="append",
@@ -118,6 +119,8 @@ def _run(args, command: list[str], state: dict) -> int:
     status = 0
     with Monitor(settings_from(args), on_event=on_event, on_alert=on_alert) as mon:
         state["monitor"] = mon
+        if mon.lsm_note and not args.json:
+            print(f"containermon: {mon.lsm_note}", file=sys.stderr)
         if mon.left_out and not args.json:
             print(f"containermon: this kernel has no {', '.join(mon.left_out)}: left out",
                   file=sys.stderr)
@@ -153,6 +156,10 @@ def _run(args, command: list[str], state: dict) -> int:
                     state["results"][name] = {"rc": r.rc}
                 mon.settle(quiet=max(0.15, mon.sample_every * 2))
         state["refused"] = mon.refused()
+        state["lost"] = mon.lost()
+        state["lsm_refused"] = mon.lsm_refusals()
+        state["enforcement"] = ("lsm+signal" if mon.lsm is not None else "signal") \
+            if args.enforce_shell else "none"
     _report(args, state)
     return status
 
@@ -160,9 +167,11 @@ def _run(args, command: list[str], state: dict) -> int:
 def _report(args, state: dict, interrupted: bool = False) -> None:
     alerts = [a.record() for a in state["alerts"]]
     if args.json:
-        out = {"alerts": alerts, "events": len(state["events"]),
+        out = {"alerts": alerts, "events": len(state["events"]), "lost": state.get("lost", 0),
                "refused": {str(k): v for k, v in state.get("refused", {}).items()},
-               "results": state["results"], "interrupted": interrupted}
+               "results": state["results"], "interrupted": interrupted,
+               "enforcement": state.get("enforcement", "none"),
+               "lsm_refused": state.get("lsm_refused", {})}
         if "containers" in state:
             out["containers"] = state["containers"]
         if args.events:
@@ -174,7 +183,11 @@ def _report(args, state: dict, interrupted: bool = False) -> None:
         counts[(a["container"], a["rule"])] = counts.get((a["container"], a["rule"]), 0) + 1
     print(f"\n{len(state['events'])} events, {len(alerts)} alerts"
           + (" (interrupted)" if interrupted else ""))
+    if state.get("lost"):
+        print(f"  {state['lost']} events lost: the ring buffer was full")
     for (ctr, rule), n in sorted(counts.items()):
         print(f"  {ctr:10} {rule:45} {n}")
+    for ctr, n in sorted(state.get("lsm_refused", {}).items()):
+        print(f"  {ctr:10} shell exec refused by BPF LSM (EPERM)           {n}")
     for port, n in sorted(state.get("refused", {}).items()):
         print(f"  connect to port {port} refused {n} time(s) (cgroup/connect4)")

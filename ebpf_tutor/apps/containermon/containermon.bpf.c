@@ -58,7 +58,7 @@ BPF_HASH(sockets, struct sock_key_t, u8, 65536);
 BPF_HASH(runtime, u32, u64, 65536);            // tgid -> ns on CPU (container processes)
 BPF_PERCPU_ARRAY(oncpu, struct oncpu_t, 1);
 BPF_ARRAY(lost, u64, 1);
-BPF_RINGBUF_OUTPUT(events, 64);
+BPF_RINGBUF_OUTPUT(events, 512);     // 2 MiB at 4 KiB pages
 
 static __always_inline u32 *policy_of(u64 *cg) {
     *cg = bpf_get_current_cgroup_id();

@@ -28,6 +28,8 @@ from typing import Callable
 from .rules import Alert, CpuWatch, Settings, check
 
 C_SOURCE = Path(__file__).with_name("containermon.bpf.c")
+LSM_SOURCE = Path(__file__).with_name("containermon_lsm.bpf.c")
+BIN_DIRS = ("/bin", "/usr/bin", "/usr/local/bin", "/sbin", "/usr/sbin")
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 OPTIONAL = {"HAS_DUP2": "syscalls/sys_enter_dup2", "HAS_ACCEPT": "syscalls/sys_exit_accept"}
 REQUIRED = ("sched/sched_process_exec", "sched/sched_switch", "sched/sched_process_exit",
@@ -96,6 +98,8 @@ class Monitor:
         self.left_out: list[str] = []             # optional tracepoints not on this kernel
         self.cpu = CpuWatch(self.settings.cpu_share, self.settings.cpu_seconds)
         self.prog = None
+        self.lsm = None                           # the LSM refusal, where BPF LSM works
+        self.lsm_note = ""                        # why it is not used, in one line
         self._attachments = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -132,6 +136,8 @@ class Monitor:
             key.c = name.encode()[:15]
             shells[key] = ct.c_uint8(1)
         self.prog["events"].open_ring_buffer(self._on_raw)
+        if self.settings.enforce_shell_kill:
+            self._load_lsm()
         self._thread = threading.Thread(target=self._loop, name="containermon", daemon=True)
         self._thread.start()
 
@@ -146,6 +152,27 @@ class Monitor:
         if self.prog is not None:
             self.prog.close()
             self.prog = None
+        if self.lsm is not None:
+            self.lsm.close()
+            self.lsm = None
+
+    def _load_lsm(self) -> None:
+        """Refuse shells' execs in bprm_check_security where BPF LSM works;
+        elsewhere the tracepoint's bpf_send_signal kill is all (one line says so)."""
+        from ...features import available, reason
+        from ...program import Program
+        if not available("lsm"):
+            self.lsm_note = (f"BPF LSM: not available on this kernel ({reason('lsm')}); "
+                             "shells are killed at exec with bpf_send_signal instead.")
+            return
+        self.lsm = Program(LSM_SOURCE.read_text(), name="containermon_lsm")
+        inodes = self.lsm["shell_inodes"]
+        for name in self.settings.shells:
+            for d in BIN_DIRS:
+                try:
+                    inodes[ct.c_uint64(os.stat(os.path.join(d, name)).st_ino)] = ct.c_uint8(1)
+                except OSError:
+                    continue
 
     # -- containers --
     def watch(self, container) -> None:
@@ -159,6 +186,15 @@ class Monitor:
                 ports[ports.Key(p)] = ct.c_uint8(1)
             self._attachments.append(container.cgroup.attach(self.prog, "deny_connect4", "connect4"))
         self.prog["containers"][ct.c_uint64(container.cgroup_id)] = ct.c_uint32(policy)
+        if self.lsm is not None:
+            self.lsm["lsm_guarded"][ct.c_uint64(container.cgroup_id)] = ct.c_uint8(1)
+
+    def lsm_refusals(self) -> dict[str, int]:
+        """Execs refused by the LSM program so far: {container: count}."""
+        if self.lsm is None:
+            return {}
+        return {self.names.get(k.value, str(k.value)): v.value
+                for k, v in self.lsm["lsm_denied"].items()}
 
     def watch_cgroup(self, path: str | Path, name: str | None = None) -> int:
         """Watch an existing cgroup (e.g. a Docker container's) by path: events
@@ -247,6 +283,10 @@ class Monitor:
                 if self._handled == last:
                     return
                 last = self._handled
+
+    def lost(self) -> int:
+        """Events the kernel could not put in the ring buffer (it was full)."""
+        return int(self.prog["lost"][ct.c_int(0)].value)
 
     def refused(self) -> dict[int, int]:
         """connect4 refusals so far: {port: count}."""
