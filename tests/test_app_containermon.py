@@ -176,3 +176,22 @@ def test_enforce_shell_uses_lsm_where_it_works_else_says_so():
             assert mon.lsm is None and mon.lsm_note.startswith("BPF LSM: not available")
             assert "\n" not in mon.lsm_note
             assert r.rc == -9 and mon.lsm_refusals() == {}
+
+
+@needs_root
+def test_cli_watches_an_existing_cgroup():
+    """--cgroup PATH: events of a cgroup made elsewhere (here a scratch one),
+    for --duration seconds; a process outside it is not reported."""
+    from ebpf_tutor.sandbox.cgroup import ScratchCgroup
+    with ScratchCgroup("watched") as cg:
+        p = subprocess.Popen([sys.executable, "-m", "ebpf_tutor", "containermon", "--cgroup",
+                              str(cg.path), "--duration", "2", "--json"], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert p.stderr.readline().startswith("watching")       # attached
+        assert cg.run(["sh", "-c", "true"]).returncode == 0
+        subprocess.run(["sh", "-c", "true"], check=True)       # outside: not reported
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    doc = json.loads(out)
+    assert [(a["container"], a["rule"]) for a in doc["alerts"]] == [
+        (cg.path.name, "terminal shell in container")]

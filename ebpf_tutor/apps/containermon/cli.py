@@ -127,8 +127,7 @@ def _run(args, command: list[str], state: dict) -> int:
         if args.cgroup:
             for path in args.cgroup:
                 mon.watch_cgroup(path)
-            if not args.json:
-                print("watching, Ctrl-C to stop", file=sys.stderr, flush=True)
+            print("watching, Ctrl-C to stop", file=sys.stderr, flush=True)   # also with --json
             end = time.monotonic() + args.duration if args.duration else None
             while end is None or time.monotonic() < end:
                 time.sleep(0.1)
