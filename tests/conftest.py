@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -81,3 +82,10 @@ def clean_machine(tmp_path_factory):
             problems.append(f"{kind} left behind: {items}")
     if problems:
         pytest.fail("the test run leaked kernel objects:\n" + "\n".join(problems), pytrace=False)
+
+
+def sigint_default() -> None:
+    """preexec_fn for a child that a test stops with Ctrl-C (SIGINT): a shell that
+    ran the tests in the background (`.ci/run &`, nohup) left SIGINT ignored,
+    and Python keeps an inherited SIG_IGN instead of raising KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

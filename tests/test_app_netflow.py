@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, needs_root
+from tests.conftest import ROOT, needs_root, sigint_default
 
 from ebpf_tutor.apps.netflow import pcap, records, report
 from ebpf_tutor.sandbox import packets
@@ -176,7 +176,8 @@ def test_cli_ctrl_c_detaches_and_reports():
     with net.VethPair(quiet=True) as lab:
         proc = subprocess.Popen([sys.executable, "-m", "ebpf_tutor", "netflow", "--netns",
                                  lab.ns["b"], "--dev", lab.ifname["b"], "--json"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                preexec_fn=sigint_default)
         deadline = time.monotonic() + 20
         while xdp.state(*lab.where("b"))["mode"] is None and time.monotonic() < deadline:
             time.sleep(0.05)

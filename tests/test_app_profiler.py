@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ebpf_tutor.apps.profiler import flamegraph, fold, perf, workloads
-from tests.conftest import ROOT, needs_root
+from tests.conftest import ROOT, needs_root, sigint_default
 
 FOLDED = {"app;main;hot;spin": 300, "app;main;cold;spin": 100,
           "app;main;hot;spin;irq_[k]": 4}
@@ -112,7 +112,8 @@ def test_alloc_outstanding_bytes_per_stack():
     proc = subprocess.Popen([sys.executable, "-m", "ebpf_tutor", "profile", "alloc", "--json",
                              "--duration", "30", "--", str(workloads.leaker()), "7", "1000",
                              "300"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=sigint_default)
     for _ in range(100):                # the CLI says so once the probes are in place
         line = proc.stderr.readline()
         if "attached" in line or not line:

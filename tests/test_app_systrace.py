@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from ebpf_tutor.apps.systrace import decode, report, syscalls, workload
-
-ROOT = Path(__file__).resolve().parent.parent
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="BPF needs root")
+from tests.conftest import ROOT, needs_root, sigint_default
 
 
 def systrace(*args: str) -> subprocess.CompletedProcess:
@@ -182,7 +180,7 @@ def test_ctrl_c_prints_the_summary_so_far(marker):
     sleeper = subprocess.Popen(["sleep", "30"])
     proc = subprocess.Popen([sys.executable, "-m", "ebpf_tutor", "systrace", "-c", "--json",
                              "-p", str(sleeper.pid)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
         assert "tracing" in proc.stderr.readline()      # attached
         proc.send_signal(signal.SIGINT)

@@ -52,9 +52,10 @@ class Gate:
 
     def __init__(self, command: list[str]):
         self._r, self._w = os.pipe()
+        fd = self._r              # pass_fds keeps its number (bash, unlike dash, takes fds > 9)
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", 'read _ <&3; exec 3<&-; exec "$@"', "sh", *command],
-            pass_fds=(self._r,), stdout=sys.stderr)   # stdout is ours (JSON, folded)
+            ["/bin/bash", "-c", f'read -r _ <&{fd}; exec {fd}<&-; exec "$@"', "bash", *command],
+            pass_fds=(fd,), stdout=sys.stderr)   # stdout is ours (JSON, folded)
         os.close(self._r)
 
     def open(self) -> None:
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             gate.close()
     elapsed = time.monotonic() - started
     exit_status = gate.proc.returncode if gate else None
-    if exit_status in (126, 127):               # sh could not run it: said on stderr
+    if exit_status in (126, 127):               # bash could not run it: said on stderr
         print(f"profile: the command did not start ({args.command[0]})", file=sys.stderr)
         status = status or 1
     if args.svg and args.mode != "io":
