@@ -2,6 +2,7 @@
 if the run left behind any BPF program, namespace or cgroup it created."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -84,8 +85,21 @@ def clean_machine(tmp_path_factory):
         pytest.fail("the test run leaked kernel objects:\n" + "\n".join(problems), pytrace=False)
 
 
-def sigint_default() -> None:
-    """preexec_fn for a child that a test stops with Ctrl-C (SIGINT): a shell that
-    ran the tests in the background (`.ci/run &`, nohup) left SIGINT ignored,
-    and Python keeps an inherited SIG_IGN instead of raising KeyboardInterrupt."""
+def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def interruptible(argv: list[str], **popen_kw):
+    """A child that a test stops with Ctrl-C (SIGINT), killed on the way out
+    whatever happened, so a failed test leaves no CLI with programs attached.
+    Its SIGINT is reset to the default: a shell that ran the tests in the
+    background (`.ci/run &`, nohup) left it ignored, and Python keeps an
+    inherited SIG_IGN instead of raising KeyboardInterrupt."""
+    proc = subprocess.Popen(argv, preexec_fn=_sigint_default, **popen_kw)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

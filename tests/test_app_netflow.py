@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, needs_root, sigint_default
+from tests.conftest import ROOT, interruptible, needs_root
 
 from ebpf_tutor.apps.netflow import pcap, records, report
 from ebpf_tutor.sandbox import packets
@@ -173,11 +173,10 @@ def test_cli_on_a_given_namespace_with_pcap(tmp_path):
 def test_cli_ctrl_c_detaches_and_reports():
     import signal
     from ebpf_tutor.sandbox import net, xdp
-    with net.VethPair(quiet=True) as lab:
-        proc = subprocess.Popen([sys.executable, "-m", "ebpf_tutor", "netflow", "--netns",
-                                 lab.ns["b"], "--dev", lab.ifname["b"], "--json"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                preexec_fn=sigint_default)
+    with net.VethPair(quiet=True) as lab, interruptible(
+            [sys.executable, "-m", "ebpf_tutor", "netflow", "--netns", lab.ns["b"], "--dev",
+             lab.ifname["b"], "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT) as proc:
         deadline = time.monotonic() + 20
         while xdp.state(*lab.where("b"))["mode"] is None and time.monotonic() < deadline:
             time.sleep(0.05)

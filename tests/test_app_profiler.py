@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ebpf_tutor.apps.profiler import flamegraph, fold, perf, workloads
-from tests.conftest import ROOT, needs_root, sigint_default
+from tests.conftest import ROOT, interruptible, needs_root
 
 FOLDED = {"app;main;hot;spin": 300, "app;main;cold;spin": 100,
           "app;main;hot;spin;irq_[k]": 4}
@@ -109,21 +109,20 @@ def test_offcpu_time_per_function():
 
 @needs_root
 def test_alloc_outstanding_bytes_per_stack():
-    proc = subprocess.Popen([sys.executable, "-m", "ebpf_tutor", "profile", "alloc", "--json",
-                             "--duration", "30", "--", str(workloads.leaker()), "7", "1000",
-                             "300"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            preexec_fn=sigint_default)
-    for _ in range(100):                # the CLI says so once the probes are in place
-        line = proc.stderr.readline()
-        if "attached" in line or not line:
-            break
-    assert "attached" in line, line
-    proc.stdin.write("\n")
-    proc.stdin.flush()
-    time.sleep(1)
-    proc.send_signal(signal.SIGINT)     # Ctrl-C: summary so far, exit 130
-    out, err = proc.communicate(timeout=30)
+    with interruptible([sys.executable, "-m", "ebpf_tutor", "profile", "alloc", "--json",
+                        "--duration", "30", "--", str(workloads.leaker()), "7", "1000", "300"],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, cwd=ROOT) as proc:
+        for _ in range(100):            # the CLI says so once the probes are in place
+            line = proc.stderr.readline()
+            if "attached" in line or not line:
+                break
+        assert "attached" in line, line
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)     # Ctrl-C: summary so far, exit 130
+        out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err[-2000:]
     doc = json.loads(out)
     assert doc["interrupted"]

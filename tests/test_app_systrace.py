@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ebpf_tutor.apps.systrace import decode, report, syscalls, workload
-from tests.conftest import ROOT, needs_root, sigint_default
+from tests.conftest import ROOT, interruptible, needs_root
 
 
 def systrace(*args: str) -> subprocess.CompletedProcess:
@@ -178,15 +178,14 @@ def test_openat_lines_equal_strace(tmp_path):
 def test_ctrl_c_prints_the_summary_so_far(marker):
     import signal
     sleeper = subprocess.Popen(["sleep", "30"])
-    proc = subprocess.Popen([sys.executable, "-m", "ebpf_tutor", "systrace", "-c", "--json",
-                             "-p", str(sleeper.pid)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
-        assert "tracing" in proc.stderr.readline()      # attached
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        with interruptible([sys.executable, "-m", "ebpf_tutor", "systrace", "-c", "--json",
+                            "-p", str(sleeper.pid)], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True) as proc:
+            assert "tracing" in proc.stderr.readline()      # attached
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
     finally:
-        proc.kill()
         sleeper.kill()
         sleeper.wait()
     assert proc.returncode == 130
