@@ -19,7 +19,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import pytest
 
 from tests.conftest import ROOT, needs_root
 from tests.mutants.ch01 import MUTANTS
+from ebpf_tutor.sandbox.prometheus import free_port
 
 sys.path.insert(0, str(ROOT / "tools"))
 from labgen import solution_view  # noqa: E402
@@ -49,12 +49,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 pytestmark = [needs_root,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def as_user(user: str, command: str, **kw) -> subprocess.CompletedProcess:

@@ -42,6 +42,9 @@ from pathlib import Path
 
 import websocket
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ebpf_tutor.sandbox.prometheus import free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 
@@ -92,13 +95,6 @@ def log(msg: str) -> None:
     print(f"[workshop-vms {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Api:
     """The hub's REST API (and the proxy) with one token."""
 
@@ -120,7 +116,6 @@ class Api:
 def hub_config(tmp: Path, hub_port: int, proxy_port: int, students: list[str], args):
     """The instructor's own configuration (`ebpf-tutor workshop start --mode vm`), with
     dummy logins and this run's sizes: what is proven here is what a room gets."""
-    sys.path.insert(0, str(ROOT))
     from ebpf_tutor.workshop import hub
     ws = hub.new(tmp / "workshop", students, "vm", port=proxy_port, hub_port=hub_port,
                  authenticator="dummy", vm_suite=args.suite, vm_memory=args.memory,

@@ -19,7 +19,6 @@ import os
 import pwd
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ..sandbox.prometheus import free_port
 
 MODES = ("trusted-room", "vm")
 DEFAULT_DIR = Path("/var/lib/ebpf-tutor/workshop")
@@ -48,12 +49,6 @@ _WARNING_LINES = [
     "use --mode vm (one course VM per student).",
 ]
 WARNING = "\n".join(["!" * 78, *(f"!! {line:<72} !!" for line in _WARNING_LINES), "!" * 78])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def student_names(n: int, prefix: str = "ebt-student") -> list[str]:

@@ -36,11 +36,12 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ..sandbox.prometheus import free_port
 from urllib.parse import urlparse, urlunparse
 
 from jupyterhub.spawner import Spawner
@@ -64,13 +65,6 @@ def course_vm():
         sys.modules["course_vm"] = mod
         spec.loader.exec_module(mod)
     return mod
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` now (QEMU binds it right after)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def pid_cmdline(pid: int) -> list[str]:
