@@ -129,22 +129,23 @@ def sync(work: Path | None = None, root: Path = CHECKOUT) -> SyncReport:
     report = SyncReport(work)
     for rel, src in course_files(root).items():
         want, dst = learner_copy(src), work / rel
+        want_digest = _digest(want)
         have = _digest(dst.read_bytes()) if dst.exists() else None
         if have is None:
             report.copied.append(rel)
-        elif have == _digest(want):
+        elif have == want_digest:
             made[rel] = have
             continue
         elif have == made.get(rel):
             report.updated.append(rel)
         else:                                  # the learner's: keep it
-            if made.get(rel) != _digest(want):
+            if made.get(rel) != want_digest:
                 report.kept.append(rel)        # ...though the course changed it too
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(want)
         shutil.copymode(src, dst)
-        made[rel] = _digest(want)
+        made[rel] = want_digest
     _write_manifest(work, made)
     return report
 
